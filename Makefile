@@ -1,0 +1,33 @@
+# The project's front door: `make help` lists the targets.
+PY      ?= .venv/bin/python
+PIP     ?= .venv/bin/pip
+SHARDS  ?= data/shards
+export NO_ALBUMENTATIONS_UPDATE := 1
+export WANDB_ERROR_REPORTING := false
+
+.PHONY: help install test test-full lint shards train bench bench-runtime clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+install:  ## create ./.venv and install the project (CPU torch 2.13.0 first when there is no GPU)
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "GPU found: torch comes from the dependency range"; \
+	else \
+		$(PIP) install -q torch==2.13.0; \
+	fi
+	$(PIP) install -q -e '.[dev]'
+
+test:  ## the fast suite (about the time stated in README.md)
+	$(PY) -m pytest -q -m "not slow"
+
+test-full:  ## everything, including the slow end-to-end runs
+	$(PY) -m pytest -q
+
+lint:  ## ruff
+	$(PY) -m ruff check src datamodules sharding tests
+
+clean:  ## remove logs and built shards
+	rm -rf logs outputs multirun $(SHARDS)
