@@ -29,5 +29,8 @@ test-full:  ## everything, including the slow end-to-end runs
 lint:  ## ruff
 	$(PY) -m ruff check src datamodules sharding tests
 
+bench:  ## targets, decoder, sharding and loader speed; ends with one JSON line (see BENCHMARKS.md)
+	$(PY) -m src.bench
+
 clean:  ## remove logs and built shards
 	rm -rf logs outputs multirun $(SHARDS)
