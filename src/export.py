@@ -1,0 +1,188 @@
+"""Export the network to ONNX or TorchScript with a metadata JSON beside it, checked against PyTorch.
+
+``python -m src.export [ckpt_path=CKPT] model=deep_wholebody format=onnx|torchscript out=FILE``
+
+The exported graph maps a normalised image ``[1, 3, H, W]`` (``pixel / 256 - 0.5``, H and W any multiples
+of 8) to the 439-channel output ``[1, 439, H/8, W/8]`` (135 heatmaps, then 304 PAF channels). Without a
+checkpoint the weights are random (for timing and tests). After writing, the file is loaded back (ONNX Runtime
+or ``torch.jit.load``) and run at every size in ``check_sizes``; a max abs difference to PyTorch above
+``tolerance`` is an error. ONNX uses the dynamo exporter with dynamic height and width declared as
+``8 * Dim``, so any multiple of 8 is accepted; TorchScript is traced (the network has no data-dependent
+control flow).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from src import skeleton
+from src.model import PoseNet
+
+log = logging.getLogger(__name__)
+logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one INFO line per deduplicated initializer
+
+NORMALISATION = {"formula": "pixel / 256 - 0.5", "scale": 1 / 256, "offset": -0.5, "channel_order": "BGR",
+                 "layout": "NCHW float32"}
+
+
+class Maps(nn.Module):
+    """The network with the project's output contract: image -> concat(final CM, final PAF)."""
+
+    def __init__(self, net: PoseNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net.maps(self.net(image))
+
+
+def network_state(ckpt_path: str | Path) -> dict[str, torch.Tensor]:
+    """The network's tensors from a Lightning checkpoint or a plain state dict, without the module prefix.
+
+    A Lightning module holds the network as an attribute, so its keys read ``<attr>.backbone...``; the prefix
+    up to the first ``backbone.`` is removed from every key.
+    """
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path: no file at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = state.get("state_dict", state)
+    anchor = next((k for k in state if "backbone." in k), None)
+    if anchor is None:
+        raise ValueError(f"{path}: no 'backbone.' tensor in the state dict; not a checkpoint of this network")
+    prefix = anchor[: anchor.index("backbone.")]
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def build_network(model_cfg: DictConfig | dict, ckpt_path: str | Path | None = None) -> PoseNet:
+    """Instantiate the network from its config (random weights), then load ``ckpt_path`` when given."""
+    if isinstance(model_cfg, DictConfig):
+        model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
+    cfg = OmegaConf.create(model_cfg)
+    cfg.pop("backbone_weights", None)  # a checkpoint or random weights replace any backbone initialisation
+    net = instantiate(cfg)
+    if ckpt_path:
+        try:
+            net.load_state_dict(network_state(ckpt_path))
+        except RuntimeError as err:
+            raise ValueError(f"ckpt_path {ckpt_path} does not fit the model config: {err}") from err
+        log.info("weights: %s", ckpt_path)
+    else:
+        log.info("weights: random (no ckpt_path given)")
+    return net.eval()
+
+
+def metadata(model_cfg: DictConfig | dict, fmt: str, ckpt_path: str | None) -> dict:
+    """What a consumer of the exported file needs: layout, keypoints, pairs, stride, normalisation."""
+    cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else model_cfg
+    k, p = skeleton.NUM_KEYPOINTS, skeleton.NUM_PAIRS
+    return {
+        "format": fmt,
+        "input": {"name": "image", "shape": ["batch", 3, "H", "W"], "multiple_of": skeleton.STRIDE,
+                  "normalisation": NORMALISATION},
+        "output": {"name": "maps", "shape": ["batch", k + 2 * p, "H/8", "W/8"], "heatmaps": [0, k],
+                   "pafs": [k, k + 2 * p], "paf_pair_k": "x at channel 135+2k, y at 136+2k"},
+        "stride": skeleton.STRIDE,
+        "keypoint_names": skeleton.NAMES,
+        "keypoint_groups": {g: [r.start, r.stop] for g, r in skeleton.GROUPS.items()},
+        "pairs": [list(pair) for pair in skeleton.PAIRS],
+        "model_config": cfg,
+        "checkpoint": ckpt_path,
+    }
+
+
+def export_onnx(model: nn.Module, out: Path, size: tuple[int, int]) -> None:
+    """Dynamo export with batch, height and width dynamic (height and width as multiples of 8)."""
+    h, w = torch.export.Dim("h8", min=1, max=1024), torch.export.Dim("w8", min=1, max=1024)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    example = torch.zeros(2, 3, *size)
+    program = torch.onnx.export(model, (example,), dynamo=True, input_names=["image"], output_names=["maps"],
+                                dynamic_shapes={"image": {0: batch, 2: 8 * h, 3: 8 * w}}, verbose=False)
+    program.save(str(out))
+
+
+def export_torchscript(model: nn.Module, out: Path, size: tuple[int, int]) -> None:
+    with torch.no_grad():
+        traced = torch.jit.trace(model, torch.zeros(1, 3, *size), check_trace=False)
+    traced.save(str(out))
+
+
+def load_exported(path: str | Path):
+    """A callable ``np.ndarray [B,3,H,W] float32 -> np.ndarray [B,439,H/8,W/8]`` for an exported file."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+    module = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(x)).numpy()
+
+    return run
+
+
+def parity(model: nn.Module, path: str | Path, sizes: list[tuple[int, int]], seed: int = 0) -> float:
+    """Max abs difference between the exported file and PyTorch over one random input per size."""
+    exported = load_exported(path)
+    gen = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for h, w in sizes:
+        if h % skeleton.STRIDE or w % skeleton.STRIDE:
+            raise ValueError(f"check size {h}x{w} is not a multiple of {skeleton.STRIDE}")
+        x = torch.rand(1, 3, h, w, generator=gen) - 0.5
+        with torch.no_grad():
+            ref = model(x).numpy()
+        got = exported(x.numpy())
+        if got.shape != ref.shape:
+            raise AssertionError(f"{path}: output shape {got.shape} at input {h}x{w}, "
+                                 f"PyTorch gives {ref.shape}")
+        diff = float(np.abs(got - ref).max())
+        log.info("parity %dx%d: max abs diff %.2e", h, w, diff)
+        worst = max(worst, diff)
+    return worst
+
+
+def export(model_cfg: DictConfig | dict, fmt: str, out: str | Path, ckpt_path: str | None = None,
+           check_sizes: list | None = None, tolerance: float = 1e-4) -> dict:
+    """Write ``out`` and ``out``.json; return the metadata with the measured parity added."""
+    if fmt not in ("onnx", "torchscript"):
+        raise ValueError(f"format must be onnx or torchscript, got {fmt!r}")
+    sizes = [tuple(int(v) for v in s) for s in (check_sizes or [[256, 256], [192, 320]])]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = Maps(build_network(model_cfg, ckpt_path)).eval()
+    if fmt == "onnx":
+        export_onnx(model, out, sizes[0])
+    else:
+        export_torchscript(model, out, sizes[0])
+    diff = parity(model, out, sizes)
+    if not diff <= tolerance:
+        raise AssertionError(f"{out}: max abs difference to PyTorch {diff:.3e} exceeds {tolerance:g}")
+    meta = metadata(model_cfg, fmt, str(ckpt_path) if ckpt_path else None)
+    meta["parity"] = {"max_abs_diff": diff, "sizes": [list(s) for s in sizes], "tolerance": tolerance}
+    Path(f"{out}.json").write_text(json.dumps(meta, indent=1))
+    log.info("wrote %s and %s.json (parity %.2e at %s)", out, out, diff, sizes)
+    return meta
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    export(cfg.model, cfg.format, cfg.out, cfg.ckpt_path, OmegaConf.to_container(cfg.check_sizes),
+           cfg.tolerance)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The ablation table (paper Table 1) from a sweep directory: one row per run, and AP against latency.
+
+``python -m src.sweep_report DIR [--out PNG]`` finds every ``run_record.json`` under DIR (written by
+:class:`src.run_record.RunRecord` at the end of each training run), prints a Markdown table (parameters,
+GFLOPs at 480x480, measured latency, val AP per part) and writes ``DIR/sweep_report.png`` (whole-body AP, and
+each part's AP, against latency) plus ``DIR/sweep_report.md`` holding the same table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+RECORD = "run_record.json"
+PARTS = ("body", "foot", "face", "hand", "wholebody")
+REQUIRED = ("model", "params_m", "gflops_480", "latency_ms", "ap")
+
+
+def load_records(root: str | Path) -> list[dict]:
+    """Every run record under ``root``, sorted by latency; a record missing a field is an error naming it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"sweep_report: {root} is not a directory")
+    records = []
+    for path in sorted(root.rglob(RECORD)):
+        try:
+            rec = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from err
+        missing = [k for k in REQUIRED if k not in rec]
+        if missing:
+            raise ValueError(f"{path}: run record lacks field {missing[0]!r}")
+        rec["path"] = str(path.parent)
+        records.append(rec)
+    if not records:
+        raise FileNotFoundError(f"sweep_report: no {RECORD} under {root}")
+    return sorted(records, key=lambda r: r["latency_ms"])
+
+
+def _ap(rec: dict, part: str) -> float:
+    """AP of one part; ``hand`` falls back to the mean of both hands; absent parts are NaN."""
+    ap = rec["ap"]
+    if part in ap:
+        return float(ap[part])
+    if part == "hand" and "lefthand" in ap and "righthand" in ap:
+        return (float(ap["lefthand"]) + float(ap["righthand"])) / 2
+    return float("nan")
+
+
+def table(records: list[dict]) -> str:
+    """Markdown table, one row per run."""
+    head = ["run", "model", "params (M)", "GFLOPs@480", "latency (ms)", "device"] + [f"AP {p}" for p in PARTS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rec in records:
+        row = [Path(rec["path"]).name, str(rec["model"]), f"{rec['params_m']:.2f}",
+               f"{rec['gflops_480']:.1f}", f"{rec['latency_ms']:.1f}", str(rec.get("latency_device", "?"))]
+        row += [f"{_ap(rec, p):.3f}" for p in PARTS]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def plot(records: list[dict], out: str | Path) -> None:
+    """Whole-body AP against latency (one labelled point per run), and each part's AP beside it."""
+    lat = [r["latency_ms"] for r in records]
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.5))
+    ax0.scatter(lat, [_ap(r, "wholebody") for r in records], color="k")
+    for rec, x in zip(records, lat, strict=True):
+        ax0.annotate(str(rec["model"]), (x, _ap(rec, "wholebody")), fontsize=8, xytext=(4, 4),
+                     textcoords="offset points")
+    ax0.set(xlabel="latency (ms, batch 1)", ylabel="whole-body AP", title="Whole-body AP vs latency")
+    for part in PARTS[:-1]:
+        ax1.plot(lat, [_ap(r, part) for r in records], "o-", label=part)
+    ax1.set(xlabel="latency (ms, batch 1)", ylabel="AP", title="AP per part vs latency")
+    ax1.legend()
+    for ax in (ax0, ax1):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dir", help="sweep directory (searched recursively for run_record.json)")
+    parser.add_argument("--out", help="PNG path (default DIR/sweep_report.png)")
+    args = parser.parse_args(argv)
+    records = load_records(args.dir)
+    text = table(records)
+    print(text)
+    Path(args.dir, "sweep_report.md").write_text(text + "\n")
+    out = args.out or str(Path(args.dir) / "sweep_report.png")
+    plot(records, out)
+    print(f"plot: {out}")
+
+
+if __name__ == "__main__":
+    main()
