@@ -38,7 +38,8 @@ _FINGERS = [("Thumb", ["1CMC", "2Knuckles", "3IP", "4FingerTip"])] + [
 _HAND = [f"{finger}{joint}" for finger, joints in _FINGERS for joint in joints]
 _FACE = ([f"FaceContour{i}" for i in range(17)] + [f"REyeBrow{i}" for i in range(5)]
          + [f"LEyeBrow{i}" for i in range(4, -1, -1)] + [f"NoseUpper{i}" for i in range(4)]
-         + [f"NoseLower{i}" for i in range(5)] + [f"REye{i}" for i in range(6)] + [f"LEye{i}" for i in range(6)]
+         + [f"NoseLower{i}" for i in range(5)] + [f"REye{i}" for i in range(6)]
+         + [f"LEye{i}" for i in range(6)]
          + [f"OMouth{i}" for i in range(12)] + [f"IMouth{i}" for i in range(8)] + ["RPupil", "LPupil"])
 NAMES: list[str] = _BODY + ["L" + n for n in _HAND] + ["R" + n for n in _HAND] + _FACE
 
@@ -149,11 +150,13 @@ def _put(out: np.ndarray, dst: list[int] | range, xyv: np.ndarray) -> None:
 
 
 def _mean_points(face: np.ndarray, idx: list[int]) -> np.ndarray:
-    """Average of several source points with the spec §1.3 visibility rule; ``face`` rows are BODY_135 codes."""
+    """Average of several source points with the spec §1.3 visibility rule (``face`` rows: BODY_135 codes)."""
     pts = face[idx]
     v = pts[:, 2]
     if (v == 4).any():
         code = 4
+    elif (v == 3).any():  # a part not annotated for this person: what is derived from it is not either
+        code = 3
     elif (v == 2).all():
         code = 2
     elif (v == 2).any():
@@ -196,7 +199,7 @@ def _mark_unannotated(out: np.ndarray, idx: list[int] | range) -> None:
 
 
 def from_wholebody133(ann: dict) -> np.ndarray:
-    """A COCO-WholeBody annotation (``keypoints``, ``foot_kpts``, ``face_kpts``, ``*hand_kpts``) -> ``[135, 3]``.
+    """A COCO-WholeBody annotation (``keypoints``, ``foot_kpts``, ``face_kpts``, ``*hand_kpts``) -> [135, 3].
 
     Each hand's own wrist merges into the body wrist: the body wrist wins when labelled, else the hand's.
     A part with no labelled point becomes code 3; pupils come from the eye contours.
@@ -208,8 +211,6 @@ def from_wholebody133(ann: dict) -> np.ndarray:
             _mark_unannotated(out, dst)
     if "face_kpts" in ann:
         _face_part(out)
-        if out[133, 2] == 2:
-            out[133:135, 2] = 3
     for key, wrist, dst in (("lefthand_kpts", 9, GROUPS["lhand"]), ("righthand_kpts", 10, GROUPS["rhand"])):
         if key not in ann:
             continue
