@@ -155,6 +155,20 @@ def test_prediction_file_must_be_a_json_list(fixtures, tmp_path):
     assert issubclass(EvalInputError, ValueError)
 
 
+def test_bad_gt_names_the_annotation_and_field(fixtures, tmp_path):
+    gt = _json(fixtures / GT_WB)
+    del gt["annotations"][5]["area"]
+    with pytest.raises(EvalInputError, match=r"GT annotations\[5\]: required field 'area' is missing"):
+        evaluate_wholebody(gt, [])
+    gt = _json(fixtures / GT_WB)
+    gt["annotations"][2]["face_kpts"] = gt["annotations"][2]["face_kpts"][:-3]
+    with pytest.raises(EvalInputError, match=r"GT annotations\[2\], field 'face_kpts'.*length 201"):
+        evaluate_wholebody(gt, [])
+    (tmp_path / "gt.json").write_text("[]")
+    with pytest.raises(EvalInputError, match="COCO JSON object"):
+        evaluate_wholebody(tmp_path / "gt.json", [])
+
+
 def test_format_table_has_a_row_per_part(fixtures):
     table = we.format_table(evaluate_wholebody(fixtures / GT_WB, _gt_as_pred(_json(fixtures / GT_WB))))
     lines = table.splitlines()
