@@ -32,5 +32,8 @@ lint:  ## ruff
 bench:  ## targets, decoder, sharding and loader speed; ends with one JSON line (see BENCHMARKS.md)
 	$(PY) -m src.bench
 
+shards:  ## build the WebDataset shards into $(SHARDS) (synthetic world by default; conf/shards.yaml)
+	$(PY) -m sharding out_dir=$(SHARDS)
+
 clean:  ## remove logs and built shards
 	rm -rf logs outputs multirun $(SHARDS)

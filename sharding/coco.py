@@ -1,0 +1,176 @@
+"""COCO-format person sources: COCO-17 keypoints, OpenPose's COCO-foot (23), COCO-WholeBody (133), and
+person-free COCO images as backgrounds. One sample per image, with every annotated person.
+
+Ignore mask (spec §3.4 step 1, via pycocotools ``annToMask``): people without a labelled keypoint, and crowd
+regions not covered by a labelled person.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+from pycocotools.coco import COCO
+
+from sharding.people import SkipRecord, clip_to_image, ignore_png, labelled_count, person, read_image
+from sharding.record import Record
+from sharding.source import Plan, Source, load_json, require
+from src.skeleton import GROUPS, from_coco17, from_coco23, from_wholebody133
+
+
+def load_coco(path: Path, ann_fields: tuple[str, ...]) -> tuple[COCO, list[SkipRecord]]:
+    """A pycocotools index of ``path`` after checking its structure; annotations pointing at an unknown
+    image are dropped and reported."""
+    data = load_json(path)
+    for k in ("images", "annotations"):
+        require(data, (k,), path, "the top level")
+    ids = set()
+    for i, im in enumerate(data["images"]):
+        require(im, ("id", "file_name", "width", "height"), path, f"images[{i}]")
+        ids.add(im["id"])
+    skipped, kept = [], []
+    for i, ann in enumerate(data["annotations"]):
+        where = f"annotations[{i}] (id {ann.get('id')})"
+        require(ann, ("id", "image_id", "bbox"), path, where)
+        if not ann.get("iscrowd", 0):
+            require(ann, ann_fields, path, where)
+        if ann["image_id"] in ids:
+            kept.append(ann)
+        else:
+            skipped.append(SkipRecord("unknown_image_id", f"annotation {ann['id']}",
+                                      f"(image_id {ann['image_id']})"))
+    data["annotations"] = kept
+    data.setdefault("categories", [{"id": 1, "name": "person"}])
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress; the bars are ours
+        coco.createIndex()
+    return coco, skipped
+
+
+def _region(coco: COCO, ann: dict, h: int, w: int) -> np.ndarray:
+    """The annotation's pixels (its box when it has no segmentation)."""
+    if ann.get("segmentation"):
+        return coco.annToMask(ann).astype(bool)
+    x, y, bw, bh = (int(round(v)) for v in ann["bbox"])
+    m = np.zeros((h, w), bool)
+    m[max(y, 0):max(y + bh, 0), max(x, 0):max(x + bw, 0)] = True
+    return m
+
+
+class _CocoPeople(Source):
+    """Shared COCO logic; subclasses give ``groups``, the keypoint fields and ``to_body135(ann)``."""
+
+    path_keys = ("ann", "images")
+    fields: tuple[str, ...] = ("keypoints",)
+    lengths: dict[str, int] = {}
+
+    def plan(self, split: str) -> Plan:
+        paths = self.inputs(split)
+        coco, skipped = load_coco(paths["ann"], self.fields)
+        self.coco, self.image_dir = coco, paths["images"]
+        items, empty = [], 0
+        for img_id in sorted(coco.imgs):
+            anns = coco.imgToAnns.get(img_id, [])
+            if any(not a.get("iscrowd", 0) and self._maybe_labelled(a) for a in anns):
+                items.append(img_id)
+            else:
+                empty += 1
+        return Plan(items=items, skipped=skipped, notes={"images_without_labelled_people": empty})
+
+    def _maybe_labelled(self, ann: dict) -> bool:
+        return any(any(v > 0 for v in ann.get(f, [])[2::3]) for f in self.fields)
+
+    def to_body135(self, ann: dict) -> np.ndarray:
+        raise NotImplementedError
+
+    def convert(self, img_id) -> Record:
+        info = self.coco.imgs[img_id]
+        item = f"image {img_id} ({info['file_name']})"
+        anns = self.coco.imgToAnns.get(img_id, [])
+        for ann in anns:
+            if ann.get("iscrowd", 0):
+                continue
+            for f in self.fields:
+                n = self.lengths[f]
+                if len(ann[f]) != 3 * n:
+                    raise SkipRecord("wrong_keypoint_count", item, f"(annotation {ann['id']}: {f} has "
+                                                                   f"{len(ann[f])} values, expected {3 * n})")
+        data, ext, w, h = read_image(self.image_dir / info["file_name"], info["width"], info["height"])
+        people, masked, labelled_px = [], [], np.zeros((h, w), bool)
+        for ann in anns:
+            if ann.get("iscrowd", 0):
+                masked.append(ann)
+                continue
+            kp = clip_to_image(self.to_body135(ann), w, h, f"{item} annotation {ann['id']}")
+            if labelled_count(kp) == 0:
+                masked.append(ann)
+                continue
+            x, y, bw, bh = ann["bbox"]
+            people.append(person(ann["id"], kp, ann["bbox"], bh, ann.get("area", bw * bh)))
+            if any(a.get("iscrowd", 0) for a in anns):
+                labelled_px |= _region(self.coco, ann, h, w)
+        ignore = np.zeros((h, w), bool)
+        for ann in masked:
+            region = _region(self.coco, ann, h, w)
+            ignore |= region & ~labelled_px if ann.get("iscrowd", 0) else region
+        meta = {"image_id": img_id, "file_name": info["file_name"], "width": w, "height": h,
+                "groups": list(self.groups), "people": people}
+        return Record(f"{img_id}", data, ext, meta, ignore_png(ignore))
+
+
+class CocoBody(_CocoPeople):
+    """COCO keypoints (17): labels ``body``."""
+
+    groups = ["body"]
+    lengths = {"keypoints": 17}
+
+    def to_body135(self, ann: dict) -> np.ndarray:
+        return from_coco17(ann["keypoints"])
+
+
+class CocoFoot(_CocoPeople):
+    """OpenPose's COCO-foot json (COCO with 23 keypoints: 17 body then LBigToe..RHeel): ``body``, ``foot``."""
+
+    groups = ["body", "foot"]
+    lengths = {"keypoints": 23}
+
+    def to_body135(self, ann: dict) -> np.ndarray:
+        return from_coco23(ann["keypoints"])
+
+
+class CocoWholeBody(_CocoPeople):
+    """COCO-WholeBody v1.0 (133): everything except MPII's upper neck and head top."""
+
+    groups = ["body", "foot", "lhand", "rhand", "face"]
+    fields = ("keypoints", "foot_kpts", "face_kpts", "lefthand_kpts", "righthand_kpts")
+    lengths = {"keypoints": 17, "foot_kpts": 6, "face_kpts": 68, "lefthand_kpts": 21, "righthand_kpts": 21}
+
+    def to_body135(self, ann: dict) -> np.ndarray:
+        return from_wholebody133(ann)
+
+
+class CocoBackgrounds(Source):
+    """COCO images without any person annotation (instances or person_keypoints json): no people, and every
+    group labelled, so all channels learn background there (spec §3.4 step 5)."""
+
+    path_keys = ("ann", "images")
+    groups = list(GROUPS)
+
+    def plan(self, split: str) -> Plan:
+        paths = self.inputs(split)
+        coco, skipped = load_coco(paths["ann"], ())
+        self.coco, self.image_dir = coco, paths["images"]
+        person_cats = {c["id"] for c in coco.dataset["categories"] if c.get("name") == "person"} or {1}
+        items = [i for i in sorted(coco.imgs)
+                 if not any(a.get("category_id", 1) in person_cats for a in coco.imgToAnns.get(i, []))]
+        return Plan(items=items, skipped=skipped, notes={"images_with_people": len(coco.imgs) - len(items)})
+
+    def convert(self, img_id) -> Record:
+        info = self.coco.imgs[img_id]
+        data, ext, w, h = read_image(self.image_dir / info["file_name"], info["width"], info["height"])
+        meta = {"image_id": img_id, "file_name": info["file_name"], "width": w, "height": h,
+                "groups": list(self.groups), "people": []}
+        return Record(f"{img_id}", data, ext, meta)
