@@ -1,0 +1,225 @@
+"""Ground truth for one batch: 135 confidence maps, 152 PAFs (304 channels) and the loss weight W (spec §3).
+
+``Targets(...)(keypoints, labelled, ignore, image_size) -> (target, weight)``, both ``[B, 439, h, w]`` with
+``h, w`` the stride-``s`` grid: heatmaps in channels 0..134, PAF k in 135+2k (x) and 136+2k (y).
+
+The released C++ walks the whole grid per point; here only the cells that can be written are visited, all at
+once for the batch: every drawn point gets a fixed window of cells covering its Gaussian support and every
+drawn limb the cells of its grid box (a ragged list expanded with ``repeat_interleave``); the values are then
+scattered with ``scatter_reduce(amax)`` (heatmaps) and ``index_add`` (PAF sums and the per-cell counters
+that average overlapping limbs). Nothing is looped over in Python: not pixels, points, people, pairs nor
+samples. The same code runs on CPU (loader workers) and on the GPU (training step). ``tests/dense_targets.py``
+holds the literal whole-grid formulation the tests compare against.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from src.skeleton import NUM_KEYPOINTS, NUM_PAIRS, PAIRS_A, PAIRS_B, SIGMA_BODY, SIGMAS
+
+NUM_CHANNELS = NUM_KEYPOINTS + 2 * NUM_PAIRS
+LN100 = 4.6052
+"""The released truncation constant: a Gaussian is written where d^2 / 2 sigma^2 <= ln 100 (value >= 1%)."""
+
+
+class Targets:
+    """The spec §3 target maker, configured from ``conf/targets/default.yaml``.
+
+    stride:        input pixels per grid cell (8 as released; 4 to see what resolution limits).
+    mask_policy:   ``paper`` (default): on samples whose source labels the whole body (COCO-like), the
+                   channels the source lacks (face, hands, foot, MPII) train as background outside each
+                   annotated person's 3x box (§3.4 step 4, the paper's fix for ghosting); ``released``: those
+                   channels are masked over the whole image, as the released code does (§9.4).
+    small_weight:  W inside hand/face Gaussian supports (released 7/5.75 ~ 1.217; 1.0 turns it off).
+    paf_width:     half-width of a PAF in grid cells (perpendicular distance threshold; released 1).
+    paf_centre:    ``aligned`` (default): PAF cell g is centred where heatmap cell g is (s*g + s/2 - 0.5 px)
+                   and a limb's box includes both rounded ends, so the field is symmetric about the limb;
+                   ``released``: cell g at s*g px and the released half-open box [round(min - w), round(max
+                   + w)), which leave the field up to half a cell up-left of the limb (§9.6).
+    roi_grow:      per-side growth of the person box that masks parts with visibility 3/4 (§3.4 step 3).
+    background_roi_grow: per-side growth of the box inside which ``paper`` masks the absent channels.
+    """
+
+    def __init__(self, stride: int = 8, mask_policy: str = "paper", small_weight: float = SIGMA_BODY / 5.75,
+                 paf_width: float = 1.0, paf_centre: str = "aligned", roi_grow: float = 0.3,
+                 background_roi_grow: float = 1.0):
+        if mask_policy not in ("paper", "released"):
+            raise ValueError(f"targets.mask_policy must be 'paper' or 'released', got {mask_policy!r}")
+        if paf_centre not in ("aligned", "released"):
+            raise ValueError(f"targets.paf_centre must be 'aligned' or 'released', got {paf_centre!r}")
+        if stride < 1 or paf_width <= 0:
+            raise ValueError(f"targets.stride must be >= 1 and paf_width > 0, got {stride}, {paf_width}")
+        self.stride = int(stride)
+        self.mask_policy = mask_policy
+        self.small_weight = float(small_weight)
+        self.paf_width = float(paf_width)
+        self.paf_centre = paf_centre
+        self.roi_grow = float(roi_grow)
+        self.background_roi_grow = float(background_roi_grow)
+        self.offset = self.stride / 2 - 0.5
+        """Input-pixel position of heatmap cell 0's centre (3.5 at stride 8)."""
+
+    def grid_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """The label grid of an ``(H, W)`` input: ceil(H / s) x ceil(W / s)."""
+        return -(-int(image_size[0]) // self.stride), -(-int(image_size[1]) // self.stride)
+
+    def __call__(self, keypoints: torch.Tensor, labelled: torch.Tensor, ignore: torch.Tensor | None,
+                 image_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """keypoints ``[B, P, 135, 3]`` (input px, codes 0..4), labelled ``bool[B, 135]``, ignore
+        ``[B, h, w]`` (fraction of each cell ignored; None = nothing) -> (target, weight), each
+        ``[B, 439, h, w]`` float32."""
+        keypoints = torch.as_tensor(keypoints, dtype=torch.float32)
+        device = keypoints.device
+        if keypoints.dim() != 4 or keypoints.shape[2:] != (NUM_KEYPOINTS, 3):
+            raise ValueError(f"targets: keypoints must be [B, P, 135, 3], got {tuple(keypoints.shape)}")
+        nb = keypoints.shape[0]
+        labelled = torch.as_tensor(labelled, device=device).bool()
+        if labelled.shape != (nb, NUM_KEYPOINTS):
+            raise ValueError(f"targets: labelled must be [{nb}, 135], got {tuple(labelled.shape)}")
+        h, w = self.grid_size(image_size)
+        if ignore is None:
+            ignore = torch.zeros(nb, h, w, device=device)
+        ignore = torch.as_tensor(ignore, device=device).float()
+        if ignore.shape != (nb, h, w):
+            raise ValueError(f"targets: ignore must be [{nb}, {h}, {w}] for image_size {tuple(image_size)} "
+                             f"at stride {self.stride}, got {tuple(ignore.shape)}")
+        base = 1.0 - torch.nan_to_num(ignore, nan=1.0).clamp(0.0, 1.0)
+
+        xy = keypoints[..., :2]
+        draw = draw_mask(keypoints, labelled)
+        weight = self._base_weight(base, keypoints, labelled, draw)
+        target = torch.zeros_like(weight)
+        self._heatmaps(xy, draw, target.view(-1), weight.view(-1), h, w)
+        self._pafs(xy, draw, target.view(-1), weight.view(-1), h, w)
+        return target, weight
+
+    # -- W before the Gaussians and PAFs override it: §3.4 steps 1-3 and the paper's step 4 ----------------
+    def _base_weight(self, base, keypoints, labelled, draw):
+        pa, pb = torch.as_tensor(PAIRS_A, device=base.device), torch.as_tensor(PAIRS_B, device=base.device)
+        paf_present = (labelled[:, pa] & labelled[:, pb]).repeat_interleave(2, dim=1)
+        present = torch.cat([labelled, paf_present], dim=1)                       # [B, 439]
+        background = labelled[:, GROUP_BODY].all(dim=1) & (self.mask_policy == "paper")
+        weight = base[:, None] * (present | background[:, None]).float()[:, :, None, None]
+        self._mask_rois(weight, keypoints, draw, present, background, pa, pb)
+        return weight
+
+    def _mask_rois(self, weight, keypoints, draw, present, background, pa, pb):
+        """Zero, inside each person's box, the channels of its parts with visibility 3/4 (box grown by
+        ``roi_grow``) and, for ``background`` samples, the channels the source lacks (grown by
+        ``background_roi_grow``).
+
+        One boolean matmul [channels x boxes] @ [boxes x cells] over the channels that any box masks."""
+        v = keypoints[..., 2]
+        annotated = draw.any(dim=-1)                                                # [B, P]
+        hidden = (v == 3) | (v == 4)
+        hidden = torch.cat([hidden, (hidden[..., pa] | hidden[..., pb]).repeat_interleave(2, dim=-1)], -1)
+        hidden &= annotated[..., None]                                              # [B, P, 439]
+        absent = (background[:, None] & ~present)[:, None] & annotated[..., None]  # [B, P, 439]
+        which = torch.cat([hidden, absent], dim=1)                                  # [B, 2P, 439]
+        cols = which.any(dim=1).any(dim=0).nonzero().squeeze(1)
+        if len(cols) == 0:
+            return
+        grid = weight.shape[-2:]
+        boxes = torch.cat([self._person_cells(keypoints, draw, grid, self.roi_grow),
+                           self._person_cells(keypoints, draw, grid, self.background_roi_grow)], dim=1)
+        hits = torch.bmm(which[..., cols].transpose(1, 2).float(), boxes.flatten(2).float())  # [B, C', h*w]
+        weight[:, cols] *= (hits == 0).view(len(weight), len(cols), *weight.shape[-2:])
+
+    def _person_cells(self, keypoints, draw, grid, grow):
+        """bool[B, P, h, w]: cells whose centre lies in each person's labelled-keypoint box, each side forced
+        to at least half the other, grown by ``grow`` x its size on every side."""
+        xy = keypoints[..., :2]
+        inf = torch.tensor(float("inf"), device=xy.device)
+        lo = torch.where(draw[..., None], xy, inf).amin(dim=2)                      # [B, P, 2]
+        hi = torch.where(draw[..., None], xy, -inf).amax(dim=2)
+        centre, size = (lo + hi) / 2, (hi - lo).nan_to_num(0.0, 0.0, 0.0)
+        size = torch.maximum(size, size.flip(-1) / 2)
+        lo, hi = centre - size * (0.5 + grow), centre + size * (0.5 + grow)
+        rows = [torch.arange(n, device=xy.device) * self.stride + self.offset for n in grid]   # y then x
+        in_y = (rows[0] >= lo[..., 1, None]) & (rows[0] <= hi[..., 1, None])
+        in_x = (rows[1] >= lo[..., 0, None]) & (rows[1] <= hi[..., 0, None])
+        return in_y[..., :, None] & in_x[..., None, :]
+
+    # -- §3.2 heatmaps -------------------------------------------------------------------------------------
+    def _heatmaps(self, xy, draw, target_flat, weight_flat, h, w):
+        """Gaussians in a fixed window of cells around each drawn point, max-merged by scatter."""
+        s, off, device = self.stride, self.offset, xy.device
+        b, p, k = draw.nonzero(as_tuple=True)
+        if len(k) == 0:
+            return
+        sigma = torch.as_tensor(SIGMAS, dtype=torch.float32, device=device)
+        radius = sigma * math.sqrt(2 * LN100)
+        size = int(2 * float(radius.max()) / s) + 3
+        steps = torch.arange(size, device=device, dtype=torch.float32)
+        pt = xy[b, p, k]                                                            # [N, 2]
+        first = torch.ceil((pt - radius[k, None] - off) / s) - 1                    # [N, 2] first cell
+        cells = first[:, :, None] + steps                                           # [N, 2, size]
+        d2 = (cells * s + off - pt[:, :, None]) ** 2
+        expo = (d2[:, 0, None, :] + d2[:, 1, :, None]) / (2 * sigma[k, None, None] ** 2)   # [N, y, x]
+        inside = (cells >= 0) & (cells < torch.tensor([w, h], device=device)[None, :, None])
+        keep = (expo <= LN100) & inside[:, 0, None, :] & inside[:, 1, :, None]
+        gx = cells[:, 0].clamp(0, w - 1).long()
+        gy = cells[:, 1].clamp(0, h - 1).long()
+        idx = ((b * NUM_CHANNELS + k)[:, None, None] * h + gy[:, :, None]) * w + gx[:, None, :]
+        idx = idx[keep]
+        target_flat.scatter_reduce_(0, idx, torch.exp(-expo[keep]), reduce="amax")
+        small = torch.where(sigma < SIGMA_BODY, self.small_weight, 1.0)
+        weight_flat[idx] = small[k][:, None, None].expand_as(keep)[keep]
+
+    # -- §3.3 PAFs -----------------------------------------------------------------------------------------
+    def _pafs(self, xy, draw, target_flat, weight_flat, h, w):
+        """Unit vectors on the cells of each limb's grid box near its line; same-type overlaps averaged."""
+        s, thr, device = self.stride, self.paf_width, xy.device
+        pa, pb = torch.as_tensor(PAIRS_A, device=device), torch.as_tensor(PAIRS_B, device=device)
+        shift = self.offset if self.paf_centre == "aligned" else 0.0
+        a = (xy[:, :, pa] - shift) / s                                          # [B, P, 152, 2] grid units
+        d = (xy[:, :, pb] - shift) / s - a
+        length = d.norm(dim=-1)
+        ok = draw[:, :, pa] & draw[:, :, pb] & (length > 0)
+        b, p, k = ok.nonzero(as_tuple=True)
+        if len(k) == 0:
+            return
+        a, d, length = a[b, p, k], d[b, p, k], length[b, p, k]
+        u = d / length[:, None]                                                     # [S, 2] unit A->B
+        limit = torch.tensor([w, h], device=device, dtype=torch.float32)
+        lo = torch.minimum(torch.floor(torch.minimum(a, a + d) - thr + 0.5).clamp(min=0), limit)
+        hi = torch.floor(torch.maximum(a, a + d) + thr + 0.5) + (shift != 0)    # released: end exclusive
+        hi = torch.maximum(torch.minimum(hi, limit), lo)
+        span = (hi - lo).long()                                                     # [S, 2] box size
+        count = span[:, 0] * span[:, 1]
+        total = int(count.sum())
+        if total == 0:
+            return
+        seg = torch.repeat_interleave(torch.arange(len(k), device=device), count, output_size=total)
+        start = torch.cumsum(count, 0) - count
+        local = torch.arange(total, device=device) - start[seg]
+        gx = lo[seg, 0].long() + local % span[seg, 0]
+        gy = lo[seg, 1].long() + local // span[seg, 0]
+        rel_x, rel_y = gx.float() - a[seg, 0], gy.float() - a[seg, 1]
+        near = (rel_x * u[seg, 1] - rel_y * u[seg, 0]).abs() <= thr
+        seg, pix = seg[near], (gy * w + gx)[near]
+        pair = b[seg] * NUM_PAIRS + k[seg]
+        counter = torch.zeros(len(xy) * NUM_PAIRS * h * w, device=device)
+        cidx = pair * (h * w) + pix
+        counter.index_add_(0, cidx, torch.ones_like(cidx, dtype=torch.float32))
+        share = 1.0 / counter[cidx]
+        xidx = (b[seg] * NUM_CHANNELS + NUM_KEYPOINTS + 2 * k[seg]) * (h * w) + pix
+        idx = torch.cat([xidx, xidx + h * w])
+        target_flat.index_add_(0, idx, torch.cat([u[seg, 0] * share, u[seg, 1] * share]))
+        weight_flat[idx] = 1.0
+
+
+def draw_mask(keypoints: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+    """bool[B, P, 135]: points that get a Gaussian (and their limbs a PAF): visibility 0/1, a channel the
+    source labels, finite coordinates within ``FAR`` px (anything else is bad input and is not drawn)."""
+    v = keypoints[..., 2]
+    xy_ok = (keypoints[..., :2].abs() <= FAR).all(dim=-1)                           # False for NaN and inf
+    return (v >= 0) & (v <= 1) & xy_ok & labelled[:, None, :]
+
+
+GROUP_BODY = slice(0, 17)
+FAR = 1e6
+"""Coordinates beyond this many input pixels are treated as missing points."""
