@@ -20,9 +20,11 @@ from sharding.source import Plan, Source, load_json, require
 from src.skeleton import GROUPS, from_coco17, from_coco23, from_wholebody133
 
 
-def load_coco(path: Path, ann_fields: tuple[str, ...]) -> tuple[COCO, list[SkipRecord]]:
-    """A pycocotools index of ``path`` after checking its structure; annotations pointing at an unknown
-    image are dropped and reported."""
+def load_coco(path: Path, ann_fields: tuple[str, ...], required: tuple[str, ...] = ("id", "image_id", "bbox")
+              ) -> tuple[COCO, list[SkipRecord]]:
+    """A pycocotools index of ``path`` after checking its structure (``required`` in every annotation,
+    ``ann_fields`` in every non-crowd one); annotations pointing at an unknown image are dropped and
+    reported."""
     data = load_json(path)
     for k in ("images", "annotations"):
         require(data, (k,), path, "the top level")
@@ -33,7 +35,7 @@ def load_coco(path: Path, ann_fields: tuple[str, ...]) -> tuple[COCO, list[SkipR
     skipped, kept = [], []
     for i, ann in enumerate(data["annotations"]):
         where = f"annotations[{i}] (id {ann.get('id')})"
-        require(ann, ("id", "image_id", "bbox"), path, where)
+        require(ann, required, path, where)
         if not ann.get("iscrowd", 0):
             require(ann, ann_fields, path, where)
         if ann["image_id"] in ids:

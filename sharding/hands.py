@@ -68,7 +68,7 @@ class CocoHands(Source):
 
     def plan(self, split: str) -> Plan:
         paths = self.inputs(split)
-        self.coco, skipped = load_coco(paths["ann"], ("keypoints",))
+        self.coco, skipped = load_coco(paths["ann"], ("keypoints",), ("id", "image_id"))
         self.image_dir = paths["images"]
         items = [i for i in sorted(self.coco.imgs) if self.coco.imgToAnns.get(i)]
         notes = {"images_without_hands": len(self.coco.imgs) - len(items)}

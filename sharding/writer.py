@@ -167,10 +167,15 @@ def _check(rec: Record, name: str) -> list[np.ndarray]:
 
 
 def _gt_annotations(meta: dict, next_id: int) -> list[dict]:
-    """COCO-WholeBody GT entries for one val image (every person is a non-crowd annotation)."""
+    """COCO-WholeBody GT entries for one val image (every person is a non-crowd annotation). A hand whose
+    own 20 points are unlabelled keeps its wrist (read from the body) unlabelled too, so the evaluator
+    ignores that person for the hand, as it does with the original COCO-WholeBody GT."""
     anns = []
     for i, p in enumerate(meta["people"]):
         fields = to_wholebody133(np.asarray(p["keypoints"], np.float32), as_gt=True)
+        for hand in ("lefthand_kpts", "righthand_kpts"):
+            if not any(v > 0 for v in fields[hand][5::3]):
+                fields[hand][:3] = [0.0, 0.0, 0.0]
         anns.append({"id": next_id + i, "image_id": meta["image_id"], "category_id": 1, "iscrowd": 0,
                      "bbox": p["bbox"], "area": p["area"],
                      "num_keypoints": int(sum(v > 0 for v in fields["keypoints"][2::3])), **fields})
