@@ -1,0 +1,98 @@
+"""Infinite per-source sample streams, split between DDP ranks, and the two ways of mixing them.
+
+Rank split: a source's shards are dealt out ``shards[rank::world]`` so no two ranks ever read the same tar;
+a source with fewer shards than ranks is read whole by every rank and each keeps the samples whose key hashes
+to it. Within a rank every DataLoader worker resamples the rank's shards with its own seed (webdataset
+``ResampledShards``), so streams never run dry and an epoch is a fixed number of batches (``with_epoch``).
+
+Mixing:
+  ``per_sample``  every sample's source is drawn with the configured probabilities (seeded per rank, worker
+                  and epoch).
+  ``per_batch``   a whole batch comes from one source (the released "AlmostSameBatchAllGPUs", spec §4.4).
+                  The source of global batch ``b`` is drawn from a generator seeded by (seed, epoch, b) only,
+                  so every rank picks the same one without communicating. The DataLoader takes batch ``j``
+                  from worker ``j % W``, so worker ``w`` numbers its k-th batch ``b = k * W + w``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import warnings
+import zlib
+from collections.abc import Iterator, Sequence
+
+import webdataset as wds
+
+
+def make_seed(*parts) -> int:
+    """A 63-bit seed from any hashable parts (stable across processes, unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little") >> 1
+
+
+class Counter:
+    """Samples dropped in this process (corrupt tar member, undecodable image, bad json); ``take()`` returns
+    the count since the last call. The first few are reported as warnings."""
+
+    def __init__(self, report: int = 5):
+        self.total, self._taken, self._report = 0, 0, report
+
+    def bad(self, exc: BaseException) -> None:
+        self.total += 1
+        if self.total <= self._report:
+            warnings.warn(f"skipping a bad sample: {exc}", stacklevel=2)
+
+    def handler(self, exc: BaseException) -> bool:
+        """A webdataset ``handler``: count and continue."""
+        self.bad(exc)
+        return True
+
+    def take(self) -> int:
+        n, self._taken = self.total - self._taken, self.total
+        return n
+
+
+def rank_shards(shards: Sequence[str], rank: int, world: int) -> tuple[list[str], bool]:
+    """This rank's shards, and whether samples must still be split by key (fewer shards than ranks)."""
+    shards = list(shards)
+    if world <= 1:
+        return shards, False
+    if len(shards) >= world:
+        return shards[rank::world], False
+    return shards, True
+
+
+def raw_stream(shards: Sequence[str], rank: int, world: int, seed: int, counter: Counter,
+               shuffle: int = 100) -> Iterator[dict]:
+    """Endless raw samples (tar members by extension) of one source for this rank, resampled with ``seed``."""
+    mine, by_key = rank_shards(shards, rank, world)
+    stages = [wds.ResampledShards(mine, seed=seed, deterministic=True, worker_seed=lambda: 0),
+              wds.tarfile_to_samples(handler=counter.handler)]
+    if by_key:
+        stages.append(wds.select(lambda s: zlib.crc32(s["__key__"].encode()) % world == rank))
+    if shuffle > 1:
+        stages.append(wds.shuffle(shuffle, initial=shuffle, rng=random.Random(seed)))
+    return iter(wds.DataPipeline(*stages))
+
+
+def mix_per_sample(streams: Sequence[Iterator[dict]], probs: Sequence[float], seed: int) -> Iterator[dict]:
+    """Each sample from a source drawn with ``probs``."""
+    rng, idx = random.Random(seed), range(len(streams))
+    while True:
+        yield next(streams[rng.choices(idx, probs)[0]])
+
+
+def batch_source(probs: Sequence[float], seed: int, epoch: int, batch: int) -> int:
+    """The source of global batch ``batch`` in ``epoch``: the same on every rank and worker."""
+    return random.Random(make_seed(seed, epoch, batch)).choices(range(len(probs)), probs)[0]
+
+
+def mix_per_batch(streams: Sequence[Iterator[dict]], probs: Sequence[float], batch_size: int, seed: int,
+                  epoch: int, worker: int, num_workers: int) -> Iterator[dict]:
+    """Runs of ``batch_size`` samples from one source each (module docstring for the batch numbering)."""
+    k = 0
+    while True:
+        i = batch_source(probs, seed, epoch, k * num_workers + worker)
+        for _ in range(batch_size):
+            yield next(streams[i])
+        k += 1
