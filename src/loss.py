@@ -1,0 +1,75 @@
+"""Masked L2 loss at every stage, returned by name: per stage and per keypoint group.
+
+Facts: shared/docs/openpose_body135_spec.md §3.5. The released net uses Caffe's EuclideanLoss on
+``W * pred`` and ``W * gt``::
+
+    loss_stage = sum((W * (pred - gt)) ** 2) / (2 * N)        N = images in the (per-GPU) batch
+
+so a pixel's effective weight is W squared (1/0.821**2 inside hand and face Gaussians, 0 where masked). This
+module reproduces that exactly rather than the "W * (pred - gt)**2" of most re-implementations: the W of
+``src/targets.py`` is the released W, so the released loss is the only one it was tuned for. Every stage has
+weight 1 and the total is their sum.
+
+Names: ``paf0 .. paf{T-1}``, ``cm0 ..`` per stage; ``body`` (body + MPII), ``foot``, ``hands``, ``face`` per
+group, summed over stages (their sum equals ``total``). A PAF channel belongs to the group of its
+higher-indexed end (wrist->thumb is a hand limb, ankle->toe a foot limb, nose->face point a face limb).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from src import skeleton
+
+LOG_GROUPS = {"body": "body", "mpii": "body", "foot": "foot", "lhand": "hands", "rhand": "hands",
+              "face": "face"}
+
+
+def channel_groups(num_keypoints: int, num_pairs: int) -> dict[str, list[int]]:
+    """Output channels (439 layout) per logged group; one group ``all`` for non-BODY_135 layouts."""
+    if (num_keypoints, num_pairs) != (skeleton.NUM_KEYPOINTS, skeleton.NUM_PAIRS):
+        return {"all": list(range(num_keypoints + 2 * num_pairs))}
+    out: dict[str, list[int]] = {g: [] for g in dict.fromkeys(LOG_GROUPS.values())}
+    for k in range(num_keypoints):
+        out[LOG_GROUPS[skeleton.group_of(k)]].append(k)
+    for p, (a, b) in enumerate(skeleton.PAIRS):
+        g = LOG_GROUPS[skeleton.group_of(max(a, b))]
+        out[g] += [num_keypoints + 2 * p, num_keypoints + 2 * p + 1]
+    return out
+
+
+class StageLoss(nn.Module):
+    """Caffe-style masked L2 summed over stages; see the module docstring for the formula and names."""
+
+    def __init__(self, num_keypoints: int = 135, num_pairs: int = 152):
+        super().__init__()
+        self.num_keypoints = num_keypoints
+        groups = channel_groups(num_keypoints, num_pairs)
+        self.group_names = list(groups)
+        member = torch.zeros(num_keypoints + 2 * num_pairs, len(groups))
+        for j, idx in enumerate(groups.values()):
+            member[idx, j] = 1.0
+        self.register_buffer("member", member, persistent=False)  # (C, G) channel -> group
+
+    def forward(self, pafs: list[torch.Tensor], cms: list[torch.Tensor], target: torch.Tensor,
+                weight: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``pafs``/``cms``: stage outputs; ``target``/``weight``: ``[B, K + 2P, h, w]``. -> named losses."""
+        k = self.num_keypoints
+        n = target.shape[0]
+        per_channel = torch.zeros(target.shape[1], device=target.device, dtype=torch.float32)
+        losses: dict[str, torch.Tensor] = {}
+        for name, outs, sl in (("paf", pafs, slice(k, None)), ("cm", cms, slice(0, k))):
+            for t, pred in enumerate(outs):
+                if pred.shape[1:] != target[:, sl].shape[1:]:
+                    raise ValueError(f"stage {name}{t} output {tuple(pred.shape)} does not match the target "
+                                     f"channels {tuple(target[:, sl].shape)}")
+                w = weight[:, sl].float()
+                sq = (w * (pred.float() - target[:, sl].float())).square().sum((0, 2, 3)) / (2 * n)  # (C,)
+                losses[f"{name}{t}"] = sq.sum()
+                per_channel[sl] += sq.detach()  # groups are for logging only
+        for name, value in zip(self.group_names, per_channel @ self.member, strict=True):
+            losses[name] = value
+        losses["total"] = sum(losses[f"paf{t}"] for t in range(len(pafs))) + sum(
+            losses[f"cm{t}"] for t in range(len(cms)))
+        return losses

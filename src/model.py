@@ -1,0 +1,216 @@
+"""The whole-body network: a stride-8 backbone, the CPM adapter, PAF stages, then confidence-map stages.
+
+Facts: shared/docs/openpose_body135_spec.md §5. Input ``[B, 3, H, W]`` (H, W multiples of 8, normalised as
+``image / 256 - 0.5`` like the released net); every stage returns ``[B, C, H/8, W/8]``:
+
+- PAF stage 0 reads the adapter features F; PAF stage t > 0 reads concat(F, PAF_{t-1});
+- CM stage 0 reads concat(F, final PAF); CM stage s > 0 reads concat(F, CM_{s-1}, final PAF) (BODY_25 layout);
+- every stage output is kept so the loss can supervise each (intermediate supervision).
+
+The output contract of the whole project is ``concat(final CM, final PAF)`` = ``[B, K + 2P, H/8, W/8]``
+(439 channels for BODY_135), built by :func:`PoseNet.maps`.
+
+Stage configuration is a list of ``[blocks, width, tail]`` triples: ``blocks`` dense blocks of ``width``
+channels, then a 1x1 conv to ``tail`` channels + PReLU, then the 1x1 output conv (no activation).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+PRELU_INIT = 0.25  # Caffe PReLU default (spec §5.1)
+
+
+def _prelu(channels: int) -> nn.PReLU:
+    return nn.PReLU(channels, init=PRELU_INIT)
+
+
+class DenseBlock(nn.Module):
+    """Three 3x3 conv + PReLU in sequence; their outputs concatenated (3 x width channels)."""
+
+    def __init__(self, in_channels: int, width: int):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(c, width, 3, padding=1) for c in (in_channels, width, width))
+        self.acts = nn.ModuleList(_prelu(width) for _ in range(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for conv, act in zip(self.convs, self.acts, strict=True):
+            x = act(conv(x))
+            outs.append(x)
+        return torch.cat(outs, 1)  # (B, 3*width, h, w)
+
+
+class Stage(nn.Module):
+    """``blocks`` dense blocks of ``width``, 1x1 conv to ``tail`` + PReLU, 1x1 conv to ``out_channels``."""
+
+    def __init__(self, in_channels: int, out_channels: int, blocks: int, width: int, tail: int):
+        super().__init__()
+        if blocks < 1 or width < 1 or tail < 1:
+            raise ValueError(f"stage needs blocks, width, tail >= 1, got [{blocks}, {width}, {tail}]")
+        self.blocks = nn.Sequential(*[DenseBlock(in_channels if i == 0 else 3 * width, width)
+                                      for i in range(blocks)])
+        self.tail = nn.Conv2d(3 * width, tail, 1)
+        self.tail_act = _prelu(tail)
+        self.out = nn.Conv2d(tail, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.tail_act(self.tail(self.blocks(x))))
+
+
+class VGG19(nn.Module):
+    """VGG-19's first 10 convolutions (conv1_1 ... conv4_2), stride 8, 512 channels, PReLU on conv4_2.
+
+    ``features`` keeps torchvision's indices (convs at 0, 2, 5, 7, 10, 12, 14, 16, 19, 21) so an ImageNet
+    state dict loads by key copy (:func:`load_backbone`).
+    """
+
+    out_channels = 512
+
+    def __init__(self):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for block, (cout, n) in enumerate([(64, 2), (128, 2), (256, 4), (512, 2)]):
+            for _ in range(n):
+                layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)]
+                cin = cout
+            if block < 3:
+                layers.append(nn.MaxPool2d(2, 2))
+        layers[-1] = _prelu(512)  # conv4_2 uses PReLU in the released net
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class StridedStem(nn.Module):
+    """A cheap stride-8 backbone for CPU runs: three stride-2 3x3 convs, then ``extra`` 3x3 convs at stride 8.
+
+    Almost all compute happens at stride 8 where the stages work anyway; the full-resolution layer has only
+    ``channels[0]`` outputs.
+    """
+
+    def __init__(self, channels: tuple[int, int, int] = (16, 32, 64), extra: int = 1):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for cout in channels:
+            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), _prelu(cout)]
+            cin = cout
+        for _ in range(extra):
+            layers += [nn.Conv2d(cin, cin, 3, padding=1), _prelu(cin)]
+        self.features = nn.Sequential(*layers)
+        self.out_channels = cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class PoseNet(nn.Module):
+    """Backbone -> adapter (3x3 convs + PReLU) -> PAF stages -> CM stages; see the module docstring."""
+
+    def __init__(self, backbone: nn.Module, adapter: list[int], paf_stages: list[list[int]],
+                 cm_stages: list[list[int]], num_keypoints: int = 135, num_pairs: int = 152,
+                 backbone_weights: str | None = None):
+        super().__init__()
+        if not paf_stages or not cm_stages:
+            raise ValueError("need at least one PAF stage and one CM stage")
+        self.num_keypoints, self.num_pairs = num_keypoints, num_pairs
+        self.backbone = backbone
+        convs: list[nn.Module] = []
+        cin = backbone.out_channels
+        for cout in adapter:
+            convs += [nn.Conv2d(cin, cout, 3, padding=1), _prelu(cout)]
+            cin = cout
+        self.adapter = nn.Sequential(*convs)
+        feat, paf_ch = cin, 2 * num_pairs
+        self.paf_stages = nn.ModuleList(
+            Stage(feat if t == 0 else feat + paf_ch, paf_ch, *spec) for t, spec in enumerate(paf_stages))
+        self.cm_stages = nn.ModuleList(
+            Stage(feat + paf_ch + (num_keypoints if s else 0), num_keypoints, *spec)
+            for s, spec in enumerate(cm_stages))
+        self.apply(_init)
+        if backbone_weights:
+            load_backbone(self.backbone, backbone_weights)
+        else:
+            log.info("backbone: random initialisation (no backbone_weights file given)")
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_keypoints + 2 * self.num_pairs
+
+    def stage_modules(self) -> list[nn.Module]:
+        """Modules trained with the stage learning-rate multiplier (spec §6: Mconv* x4)."""
+        return [self.paf_stages, self.cm_stages]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every stage's output, PAF stages first then CM stages, each ``[B, C, H/8, W/8]``."""
+        f = self.adapter(self.backbone(x))
+        outs, paf = [], None
+        for stage in self.paf_stages:
+            paf = stage(f if paf is None else torch.cat([f, paf], 1))
+            outs.append(paf)
+        cm = None
+        for stage in self.cm_stages:
+            cm = stage(torch.cat([f, paf] if cm is None else [f, cm, paf], 1))
+            outs.append(cm)
+        return outs
+
+    def maps(self, outs: list[torch.Tensor]) -> torch.Tensor:
+        """The output contract: concat(final CM, final PAF) -> ``[B, K + 2P, H/8, W/8]``."""
+        return torch.cat([outs[-1], outs[len(self.paf_stages) - 1]], 1)
+
+    def split(self, outs: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Stage outputs as (PAF stages, CM stages)."""
+        n = len(self.paf_stages)
+        return outs[:n], outs[n:]
+
+
+def _init(m: nn.Module) -> None:
+    """Xavier weights and zero bias for every conv (spec §5.1); PReLU keeps its 0.25."""
+    if isinstance(m, nn.Conv2d):
+        nn.init.xavier_uniform_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def load_backbone(backbone: nn.Module, path: str | Path) -> None:
+    """Copy ``features.N.*`` tensors from a torchvision VGG-19 state dict or an earlier checkpoint.
+
+    Accepts a plain state dict or a Lightning checkpoint (``state_dict`` inside); any prefix before
+    ``features.`` is dropped (``net.backbone.features.0.weight`` -> ``features.0.weight``). Keys the backbone
+    does not have (the VGG classifier) are ignored; a shape mismatch or a backbone conv left unfilled is an
+    error naming the key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone_weights: no file at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    own = backbone.state_dict()
+    found = {}
+    for key, value in state.items():
+        if "features." not in key:
+            continue
+        name = "features." + key.split("features.", 1)[1]
+        if name in own:
+            if own[name].shape != value.shape:
+                raise ValueError(f"backbone_weights {path}: {key} has shape {tuple(value.shape)}, "
+                                 f"the backbone expects {tuple(own[name].shape)}")
+            found[name] = value
+    missing = [k for k, v in own.items() if k not in found and v.dim() == 4]
+    if missing:
+        raise ValueError(f"backbone_weights {path}: no tensor for {missing[0]} "
+                         f"({len(missing)} convs missing)")
+    backbone.load_state_dict(found, strict=False)
+    log.info("backbone: %d tensors loaded from %s", len(found), path)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
