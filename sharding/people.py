@@ -108,9 +108,10 @@ def person(pid: int, kp: np.ndarray, bbox: list[float], scale: float, area: floa
     x, y, w, h = (float(v) for v in bbox)
     if center is None:
         center = [x + w / 2, y + h / 2]
+    xy = np.round(np.asarray(kp[:, :2], np.float64), 2).tolist()
     return {
         "id": int(pid),
-        "keypoints": [[round(float(a), 2), round(float(b), 2), int(v)] for a, b, v in kp],
+        "keypoints": [[x, y, v] for (x, y), v in zip(xy, kp[:, 2].astype(int).tolist(), strict=True)],
         "bbox": [round(v, 2) for v in (x, y, w, h)],
         "area": round(float(area if area is not None else w * h), 2),
         "center": [round(float(c), 2) for c in center],
@@ -134,7 +135,7 @@ def ignore_png(mask: np.ndarray | None) -> bytes | None:
     """uint8 PNG with 255 where the loss ignores the image, or None when nothing is ignored."""
     if mask is None or not mask.any():
         return None
-    ok, enc = cv2.imencode(".png", np.where(mask, 255, 0).astype(np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    ok, enc = cv2.imencode(".png", np.where(mask, 255, 0).astype(np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 1])
     assert ok
     return enc.tobytes()
 

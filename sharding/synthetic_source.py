@@ -1,5 +1,6 @@
-"""The synthetic world as shard sources: ``sharding.synthetic.iter_records`` (the renderer) behind the
-converter contract, with the image budget split over the five kinds.
+"""The synthetic world as shard sources: the renderer ``sharding.synthetic`` (``record(kind, split, index,
+seed, size)``, one independently seeded sample) behind the converter contract, with the image budget split
+over the five kinds.
 
 ``synthetic.train_images`` / ``val_images`` are totals over all kinds, divided by ``synthetic.mix`` with
 largest remainders, so the kinds add up to exactly the requested number. Rebuilt when the counts, seed, size
@@ -12,13 +13,14 @@ import hashlib
 import importlib.util
 from pathlib import Path
 
+from sharding.record import Record
 from sharding.source import Plan, Source
 
 KIND_GROUPS = {
     "synth_body": ["body", "foot"],
     "synth_face": ["face"],
     "synth_hand": ["lhand", "rhand"],
-    "synth_wholebody": ["body", "foot", "lhand", "rhand", "face"],
+    "synth_wholebody": ["body", "mpii", "foot", "lhand", "rhand", "face"],
     "synth_background": ["body", "mpii", "foot", "lhand", "rhand", "face"],
 }
 
@@ -62,7 +64,14 @@ class Synthetic(Source):
         return {"options": self.options, "counts": self.counts, "renderer": sha}
 
     def plan(self, split: str) -> Plan:
-        from sharding.synthetic import iter_records  # the renderer loads only when something is drawn
+        import sharding.synthetic as renderer  # loaded only when something is drawn
 
-        n = self.counts[split]
-        return Plan(stream=iter_records(self.kind, split, n, self.seed, self.size), total=n)
+        self.split, n = split, self.counts[split]
+        if hasattr(renderer, "record"):  # one sample at a time: ``shard.workers`` can draw in parallel
+            return Plan(items=list(range(n)))
+        return Plan(stream=renderer.iter_records(self.kind, split, n, self.seed, self.size), total=n)
+
+    def convert(self, index: int) -> Record:
+        from sharding.synthetic import record
+
+        return record(self.kind, self.split, index, self.seed, self.size)
