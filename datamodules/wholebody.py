@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import lightning as L
+import torch
 import webdataset as wds
 
 from datamodules.augment import POLICIES, SCALE_RANGES
@@ -186,7 +187,8 @@ class WholeBodyDataModule(L.LightningDataModule):
 
     def _loader(self, dataset, workers: int, persistent: bool = True) -> wds.WebLoader:
         # Persistent workers keep each worker's epoch counter (fresh draws every epoch) and skip re-spawning.
-        return wds.WebLoader(dataset, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,
+        pin = self.pin_memory and torch.cuda.is_available()
+        return wds.WebLoader(dataset, batch_size=None, num_workers=workers, pin_memory=pin,
                              persistent_workers=persistent and workers > 0,
                              prefetch_factor=2 if workers > 0 else None)
 

@@ -1,0 +1,232 @@
+"""The datamodule on real tars: configuration errors, realised mixing proportions, the batch contract,
+bad samples skipped and counted, targets in the worker, fixed epoch length, the presets."""
+
+import collections
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from shard_helpers import write_source
+
+from datamodules.mixing import batch_source
+from datamodules.wholebody import WholeBodyDataModule
+from src.targets import Targets
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+PROBS = {"a": 0.5, "b": 0.3, "c": 0.2}
+
+
+@pytest.fixture(autouse=True)
+def _single_process(monkeypatch):
+    """No rank leaks in from an earlier test or out of this one (set, then deleted: both are undone)."""
+    for name in ("RANK", "WORLD_SIZE"):
+        monkeypatch.setenv(name, "0")
+        monkeypatch.delenv(name)
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("shards")
+    write_source(root, "a", n=12, shards=3, size=(24, 24), groups=("body", "foot"))
+    write_source(root, "b", n=12, shards=2, size=(24, 24), groups=("lhand", "rhand"), people=2)
+    write_source(root, "c", n=12, shards=2, size=(24, 24), groups=("face",), people=3)
+    write_source(root, "bg", n=4, shards=1, size=(24, 24), groups=(), people=0)
+    write_source(root, "bad", n=12, shards=2, size=(24, 24), corrupt={2: "image", 7: "json"})
+    write_source(root, "a", "val", n=9, shards=3, size=(40, 60), first_id=100, corrupt={4: "json"})
+    return root
+
+
+def _dm(root, probs=PROBS, **kw):
+    policies = {"a": "body", "b": "hand", "c": "face", "bg": "background", "bad": "body"}
+    sources = {n: {"probability": p, "policy": policies[n]} for n, p in probs.items()}
+    args = dict(root=str(root), crop=16, batch_size=2, batches_per_epoch=10, num_workers=0, shuffle_buffer=4)
+    return WholeBodyDataModule(sources, **{**args, **kw})
+
+
+def _proportions(batches) -> dict[str, float]:
+    counts = collections.Counter(s for b in batches for s in b["source"])
+    total = sum(counts.values())
+    return {k: v / total for k, v in counts.items()}
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"sources": {"a": {"probability": 1, "policy": "feet"}}}, "'a': unknown policy 'feet'"),
+    ({"sources": {"a": {"probability": -0.1, "policy": "body"}}}, "sources.a.probability"),
+    ({"sources": {"a": {"probability": 0, "policy": "body"}}}, "all probabilities are zero"),
+    ({"mix": "per_epoch"}, "data.mix"),
+    ({"crop": 100}, "multiple of 8"),
+    ({"targets_on": "worker"}, "needs data.targets"),
+])
+def test_configuration_errors_name_the_key(root, change, match):
+    args = {"sources": {"a": {"probability": 1, "policy": "body"}}, "root": str(root), **change}
+    with pytest.raises(ValueError, match=match):
+        WholeBodyDataModule(**args)
+
+
+def test_missing_shard_set_fails_in_setup_or_is_skipped(root):
+    dm = WholeBodyDataModule({"a": {"probability": 0.5, "policy": "body"},
+                              "zz": {"probability": 0.5, "policy": "hand"}}, root=str(root))
+    with pytest.raises(FileNotFoundError, match="'zz'.*zz/train"):
+        dm.setup("fit")
+    dm = WholeBodyDataModule({"a": {"probability": 0.5, "policy": "body"},
+                              "zz": {"probability": 0.25, "policy": "hand"}},
+                             root=str(root), on_missing="skip")
+    with pytest.warns(UserWarning, match="'zz'"):
+        dm.setup("fit")
+    assert [(s.name, s.probability) for s in dm.train_sources] == [("a", 1.0)]
+    piped = WholeBodyDataModule({"a": {"probability": 1, "policy": "body",
+                                       "urls": f"pipe:cat {root}/a/train/a-train-00000{{0..2}}.tar"}},
+                                crop=16, batch_size=2, batches_per_epoch=3, num_workers=0)
+    assert sum(len(b["key"]) for b in piped.train_dataloader()) == 6
+    with pytest.raises(FileNotFoundError, match="missing.tar"):
+        WholeBodyDataModule({"a": {"probability": 1, "policy": "body", "urls": str(root / "missing.tar")}}
+                            ).setup("fit")
+
+
+def test_per_sample_mixing_matches_the_probabilities(root):
+    dm = _dm(root, batch_size=4, batches_per_epoch=600)  # 2400 samples
+    dm.setup("fit")
+    props = _proportions(dm.train_dataloader())
+    for name, p in PROBS.items():
+        assert abs(props[name] - p) < 0.02, props
+
+
+def test_per_batch_mixing_one_source_per_batch_same_on_every_rank(root, monkeypatch):
+    dm = _dm(root, mix="per_batch", batch_size=2, batches_per_epoch=1000)  # 2000 samples
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    assert all(len(set(b["source"])) == 1 for b in batches)
+    props = _proportions(batches)
+    for name, p in PROBS.items():
+        assert abs(props[name] - p) < 0.02, props
+    names = [s.name for s in dm.train_sources]
+    probs = [s.probability for s in dm.train_sources]
+    assert [b["source"][0] for b in batches[:50]] == [names[batch_source(probs, 0, 0, j)] for j in range(50)]
+    # two ranks: the same source sequence, disjoint samples
+    seen = {}
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        seen[rank] = list(_dm(root, mix="per_batch", batches_per_epoch=40).train_dataloader())
+    assert [b["source"][0] for b in seen[0]] == [b["source"][0] for b in seen[1]]
+    keys = [{k for b in seen[r] for k in b["key"]} for r in (0, 1)]
+    assert keys[0] and keys[1] and not keys[0] & keys[1]
+
+
+def test_per_batch_agrees_across_workers(root):
+    """Two loader workers: the loader's j-th batch is still global batch j's source."""
+    dm = _dm(root, mix="per_batch", batches_per_epoch=12, num_workers=2)
+    dm.setup("fit")
+    got = [b["source"][0] for b in dm.train_dataloader()]
+    names, probs = [s.name for s in dm.train_sources], [s.probability for s in dm.train_sources]
+    assert got == [names[batch_source(probs, 0, 0, j)] for j in range(12)]
+
+
+def test_batch_contract(root):
+    dm = _dm(root, {"a": 1, "b": 1, "c": 1, "bg": 1}, batch_size=6, batches_per_epoch=5)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert len(loader) == 5
+    batches = list(loader)
+    assert len(batches) == 5 and dm.padding.name == "bg"
+    for b in batches:
+        assert b["image"].shape == (6, 3, 16, 16) and b["image"].dtype == torch.uint8
+        assert b["keypoints"].shape[0] == 6 and b["keypoints"].shape[2:] == (135, 3)
+        assert b["ignore"].shape == (6, 2, 2) and 0 <= b["ignore"].min() and b["ignore"].max() <= 1
+        assert b["labelled"].shape == (6, 135) and b["labelled"].dtype == torch.bool
+        for i, src in enumerate(b["source"]):
+            kp, lab = b["keypoints"][i], b["labelled"][i]
+            if src == "bg":
+                assert lab.all() and (kp[..., 2] == 2).all()
+            if src == "c":  # faces: three people, so P is at least 3 in this batch
+                assert kp.shape[0] >= 3 and lab[65:].all() and not lab[25:65].any()
+            if src == "a":
+                assert lab[:17].all() and lab[19:25].all() and not lab[25:].any()
+        # padding rows are (0, 0, 2)
+        counts = {"a": 1, "b": 2, "c": 3, "bg": 0}
+        for i, src in enumerate(b["source"]):
+            pad = b["keypoints"][i, counts[src]:]
+            assert (pad[..., 2] == 2).all() and (pad[..., :2] == 0).all()
+
+
+def test_bad_samples_are_skipped_and_counted(root):
+    with pytest.warns(UserWarning, match="skipping a bad sample"):
+        dm = _dm(root, {"bad": 1.0}, batch_size=4, batches_per_epoch=12)
+        dm.setup("fit")
+        batches = list(dm.train_dataloader())
+    assert len(batches) == 12  # training goes on
+    keys = {k for b in batches for k in b["key"]}
+    assert "bad_00002" not in keys and "bad_00007" not in keys and len(keys) == 10
+    for b in batches:
+        dm.device_targets(b)
+    assert dm.skipped_samples == sum(int(b["skipped"]) for b in batches) >= 2
+
+
+def test_validation_reads_each_image_once_and_counts_the_bad_one(root):
+    dm = _dm(root, val={"a": {"policy": "body"}}, val_batch_size=2, val_size=32, val_num_workers=0)
+    dm.setup("validate")
+    assert dm.val_gt == {"a": str(root / "a" / "val" / "gt.json")}
+    with pytest.warns(UserWarning, match="'a_00004'"):
+        batches = list(dm.val_dataloader())
+    ids = [int(i) for b in batches for i in b["image_id"]]
+    assert sorted(ids) == [100, 101, 102, 103, 105, 106, 107, 108]
+    assert sum(int(b["skipped"]) for b in batches) == 1
+    b = batches[0]
+    assert b["image"].shape[-2:] == (32, 48) and torch.allclose(b["scale"][0], torch.tensor([0.8, 0.8]))
+    assert b["input_size"][0].tolist() == [32, 48] and b["size"][0].tolist() == [40, 60]
+
+
+def test_targets_in_the_worker_equal_targets_on_the_device(root):
+    targets = Targets()
+    dm = _dm(root, {"a": 1, "c": 1}, targets=targets, targets_on="worker", batches_per_epoch=2, num_workers=1)
+    dm.setup("fit")
+    for b in dm.train_dataloader():
+        assert b["target"].shape == b["weight"].shape == (2, 439, 2, 2)
+        t, w = targets(b["keypoints"], b["labelled"], b["ignore"], (16, 16))
+        assert torch.equal(t, b["target"]) and torch.equal(w, b["weight"])
+        again = _dm(root, targets=targets).device_targets({k: v for k, v in b.items() if k != "target"})
+        assert torch.equal(again["target"], t)
+
+
+def test_epochs_draw_new_samples(root):
+    dm = _dm(root, {"a": 1}, batches_per_epoch=4)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    first, second = ([k for b in loader for k in b["key"]] for _ in range(2))
+    assert len(first) == len(second) == 8 and first != second
+
+
+@pytest.mark.parametrize("preset", ["synthetic", "paper"])
+def test_presets_compose_and_normalise(preset, tmp_path):
+    with initialize_config_dir(config_dir=str(CONF / "data"), version_base="1.3"):
+        cfg = compose(config_name=preset, overrides=[f"root={tmp_path}", "on_missing=skip", "num_workers=0",
+                                                     "crop=32", "batches_per_epoch=2"])
+    probs = {n: s["probability"] for n, s in cfg.sources.items()}
+    assert abs(sum(probs.values()) - 1) < 1e-9
+    if preset == "paper":
+        assert probs["coco"] == 0.73 and cfg.mix == "per_batch"
+    first, second = list(cfg.sources)[:2]
+    write_source(tmp_path, first, n=4, shards=1, size=(32, 32))
+    write_source(tmp_path, second, n=4, shards=1, size=(32, 32))
+    dm = instantiate(cfg)
+    with pytest.warns(UserWarning, match="no shards"):
+        dm.setup("fit")
+    assert {s.name: round(s.probability, 6) for s in dm.train_sources} == {
+        n: round(probs[n] / (probs[first] + probs[second]), 6) for n in (first, second)}
+    assert len(list(dm.train_dataloader())) == 2
+
+
+def test_rank_env_is_exported_in_setup(root):
+    class FakeTrainer:
+        global_rank, world_size, current_epoch = 1, 2, 0
+
+    dm = _dm(root)
+    dm.trainer = FakeTrainer()
+    dm.setup("fit")
+    assert os.environ["RANK"] == "1" and os.environ["WORLD_SIZE"] == "2"
+    np.testing.assert_allclose(sum(s.probability for s in dm.train_sources), 1.0)
