@@ -15,7 +15,7 @@ from sharding.coco import CocoBackgrounds, CocoBody, CocoFoot, CocoWholeBody
 from sharding.faces import CocoFaces, PtsFaces
 from sharding.hands import CocoHands, HandDbRaw
 from sharding.mpii import Mpii
-from sharding.people import FACE_TO_PERSON, HAND_TO_PERSON
+from sharding.people import FACE_TO_PERSON, HAND_TO_PERSON, InputError
 from sharding.writer import build_split
 from src.skeleton import GROUPS, labelled_keypoints
 
@@ -259,3 +259,35 @@ def test_png_source_keeps_png(fixtures, tmp_path):
         name = json.loads(s["json"])["file_name"]
         assert s["png"] == (d / name).read_bytes()
         assert Image.open(d / name).size == tuple(json.loads(s["json"])[k] for k in ("width", "height"))
+
+
+def test_structural_errors_in_other_formats_name_file_and_field(tmp_path):
+    (tmp_path / "pts").mkdir()
+    (tmp_path / "pts" / "a.pts").write_text("version: 1\n{\n1 2\n}\n")
+    with pytest.raises(InputError, match=r"a\.pts: required field 'n_points' missing"):
+        build_split("f", PtsFaces(val={"dir": tmp_path / "pts"}), "val", tmp_path / "out")
+    (tmp_path / "hands").mkdir()
+    (tmp_path / "hands" / "h.json").write_text(json.dumps({"is_left": 1}))
+    with pytest.raises(InputError, match=r"h\.json: required field 'hand_pts' missing"):
+        build_split("h", HandDbRaw(val={"dir": tmp_path / "hands"}), "val", tmp_path / "out")
+    mpii = Mpii(val={"ann": tmp_path / "mpii.json", "images": tmp_path})
+    (tmp_path / "mpii.json").write_text(json.dumps({"image": "x.jpg"}))
+    with pytest.raises(InputError, match=r"mpii\.json: top level must be a JSON list"):
+        build_split("m", mpii, "val", tmp_path / "out")
+    (tmp_path / "mpii.json").write_text(json.dumps([{"image": "x.jpg", "joints": [], "center": [0, 0]}]))
+    with pytest.raises(InputError, match=r"mpii\.json: required field 'scale' missing in entry 0"):
+        build_split("m", mpii, "val", tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.tar"))
+
+
+def test_wrong_length_face_pts_is_skipped(fixtures, tmp_path):
+    d = tmp_path / "faces"
+    d.mkdir()
+    for stem in ("000006", "000009"):
+        (d / f"{stem}.jpg").write_bytes((fixtures / "300vw" / "001" / "imgs" / f"{stem}.jpg").read_bytes())
+        (d / f"{stem}.pts").write_text((fixtures / "300vw" / "001" / "annot" / f"{stem}.pts").read_text())
+    lines = (d / "000009.pts").read_text().splitlines()
+    (d / "000009.pts").write_text("\n".join(lines[:10] + lines[-1:]))  # n_points 68, 7 listed
+    m = build(PtsFaces(val={"dir": d}), tmp_path / "out")
+    assert m["samples"] == 1 and m["skipped"]["by_reason"] == {"wrong_keypoint_count": 1}
+    assert "000009.pts" in m["skipped"]["examples"][0]["item"]
