@@ -154,6 +154,8 @@ def _check(rec: Record, name: str) -> list[np.ndarray]:
     meta = rec.meta
     meta["source"] = name
     rec.key = _KEY_BAD.sub("_", rec.key)  # WebDataset splits keys at the first dot
+    if not rec.key.startswith(name):  # keys stay unique when a loader mixes sources
+        rec.key = f"{name}-{rec.key}"
     for k in ("image_id", "file_name", "width", "height", "groups", "people"):
         if k not in meta:
             raise KeyError(f"converter for {name!r} produced a record without meta[{k!r}] ({rec.key})")
@@ -220,11 +222,12 @@ def read_manifest(split_dir: Path) -> dict | None:
 
 
 def is_current(split_dir: Path, fp: str) -> bool:
-    """The manifest matches ``fp`` and every shard it names is there with its recorded size."""
+    """The manifest matches ``fp`` and every shard it names is there with its recorded size (and a val
+    split has its gt.json)."""
     m = read_manifest(split_dir)
     return bool(m) and m.get("fingerprint") == fp and all(
         (split_dir / s["name"]).is_file() and (split_dir / s["name"]).stat().st_size == s["bytes"]
-        for s in m["shards"])
+        for s in m["shards"]) and (m.get("split") != "val" or (split_dir / "gt.json").is_file())
 
 
 def build_split(name: str, conv: Source, split: str, out_dir: Path, settings: Settings | None = None,

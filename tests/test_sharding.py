@@ -79,7 +79,7 @@ def test_layout_manifest_and_webdataset(tmp_path):
     url = str(split_dir / m["url"])
     got = list(wds.WebDataset(url, shardshuffle=False))
     assert len(got) == 5 == sum(s["samples"] for s in m["shards"])
-    assert {s["__key__"] for s in got} == {str(i) for i in range(1, 6)}
+    assert {s["__key__"] for s in got} == {f"toy-{i}" for i in range(1, 6)}
     for s in got:
         meta = json.loads(s["json"])
         assert set(meta) >= {"image_id", "file_name", "width", "height", "source", "groups", "people"}
