@@ -238,6 +238,7 @@ def render(kind: str, split: str, index: int, seed: int, size: int = 256) -> Sce
     canvas = Canvas(background.copy())
     for j, fig in enumerate(figures):
         draw(canvas, fig, j, rng)
+    canvas.finish()
     people, positions, ignore = _people_meta(canvas.ids, figures, groups, image_id(kind, split, index), size)
     alpha, beta = rng.uniform(0.85, 1.15), rng.uniform(-20, 20)  # exposure
     image, background = (cv2.convertScaleAbs(im, alpha=alpha, beta=beta) for im in (canvas.img, background))

@@ -205,6 +205,7 @@ class Canvas:
     def __init__(self, img: np.ndarray):
         self.img = img
         self.ids = np.zeros(img.shape[:2], np.uint16)
+        self._pixels: list[tuple[np.ndarray, tuple, np.ndarray]] = []
 
     def line(self, a, b, width: float, colour, pid: int) -> None:
         w = max(1, round(width))
@@ -227,21 +228,33 @@ class Canvas:
     def curve(self, pts: np.ndarray, width: float, colour) -> None:
         cv2.polylines(self.img, [pts], False, colour, max(1, round(width)), cv2.LINE_AA, SHIFT)
 
-    def dots(self, pts: np.ndarray, radius: float, colour, ring=None) -> None:
-        """Marks at keypoints, colour image only (the part below already owns these pixels in the id map).
-        Below one pixel a mark is that pixel."""
+    def dots(self, pts: np.ndarray, radius: float, colour, ring=None, pid: int | np.ndarray = 0) -> None:
+        """Marks at keypoints, colour image only (the part below, ``pid``, already owns these pixels in the id
+        map). Below one pixel a mark is that pixel, set by ``finish`` where ``pid`` is still on top."""
         pts = pts.reshape(-1, 2)
         if radius < 1:
-            x, y = (pts + ONE // 2).T >> SHIFT
-            h, w = self.ids.shape
-            ok = (x >= 0) & (y >= 0) & (x < w) & (y < h)
-            self.img[y[ok], x[ok]] = colour
+            self._pixels.append((pts, colour, np.broadcast_to(pid, len(pts))))
             return
         r = round(radius * ONE)
         for p in pts.tolist():
             if ring is not None:
                 cv2.circle(self.img, p, r + ONE, ring, -1, cv2.LINE_AA, SHIFT)
             cv2.circle(self.img, p, r, colour, -1, cv2.LINE_AA, SHIFT)
+
+
+    def finish(self) -> None:
+        """Set the one-pixel marks whose part was not drawn over afterwards."""
+        if not self._pixels:
+            return
+        pts = np.concatenate([p for p, _, _ in self._pixels])
+        colour = np.repeat([c for _, c, _ in self._pixels], [len(p) for p, _, _ in self._pixels], 0)
+        pid = np.concatenate([i for _, _, i in self._pixels])
+        x, y = (pts + ONE // 2).T >> SHIFT
+        h, w = self.ids.shape
+        ok = (x >= 0) & (y >= 0) & (x < w) & (y < h)
+        ok[ok] = self.ids[y[ok], x[ok]] == pid[ok]
+        self.img[y[ok], x[ok]] = colour[ok]
+        self._pixels = []
 
 
 def _fx(p: np.ndarray) -> np.ndarray:
@@ -279,8 +292,10 @@ def draw(canvas: Canvas, fig: Figure, person: int, rng: np.random.Generator) -> 
         joints = kpf[25 + 20 * s: 45 + 20 * s].reshape(5, 4, 2)
         for f in range(5):
             canvas.chain(joints[f], 0.075 * length, FINGER_COLOURS[f], base + FINGER + 5 * s + f)
+        ringed, fingers = 0.03 * length >= 2, base + FINGER + 5 * s + np.arange(5)  # no ring on thin fingers
         for j in range(4):  # base, middle, last joint, tip: one shade each
-            canvas.dots(joints[:, j], 0.03 * length, JOINT_SHADES[j], (255, 255, 255) if j == 0 else black)
+            ring = ((255, 255, 255) if j == 0 else black) if ringed else None
+            canvas.dots(joints[:, j], 0.03 * length, JOINT_SHADES[j], ring, fingers)
 
 
 def _draw_head(canvas: Canvas, kpf: np.ndarray, sh: dict, r: float, col: dict, pid: int) -> None:
@@ -299,8 +314,8 @@ def _draw_head(canvas: Canvas, kpf: np.ndarray, sh: dict, r: float, col: dict, p
         canvas.poly(eye, (250, 250, 250), pid, dark, w)
     canvas.poly(f[48:60], (60, 60, 200), pid)
     canvas.poly(f[60:68], (40, 20, 90), pid)
-    canvas.dots(f[68:70], 0.06 * r, (120, 60, 20), (20, 20, 20))
+    canvas.dots(f[68:70], 0.06 * r, (120, 60, 20), (20, 20, 20), pid)
     for part, colour in FACE_DOTS:
-        canvas.dots(f[part], 0.025 * r, colour)
-    canvas.dots(kpf[3:5], 0.06 * r, (60, 60, 160))
-    canvas.dots(kpf[18], 0.06 * r, DOT["crown"], (0, 0, 0))
+        canvas.dots(f[part], 0.025 * r, colour, None, pid)
+    canvas.dots(kpf[3:5], 0.06 * r, (60, 60, 160), None, pid)
+    canvas.dots(kpf[18], 0.06 * r, DOT["crown"], (0, 0, 0), pid)

@@ -1,5 +1,7 @@
 """The synthetic world: determinism, labels per kind, evidence at every visible point, plausible skeletons."""
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -33,6 +35,7 @@ def test_groups_codes_and_meta(kind):
     n_people = 0
     for rec in iter_records(kind, "train", 12, seed=0, size=256):
         meta = rec.meta
+        assert json.loads(json.dumps(meta)) == meta
         assert meta["source"] == kind and meta["groups"] == KINDS[kind][1]
         assert (meta["width"], meta["height"]) == (256, 256) and rec.ext == "jpg"
         assert meta["file_name"] == f"{rec.key}.jpg" and meta["image_id"] not in ids
@@ -141,6 +144,10 @@ def test_skeleton_geometry_is_plausible():
             assert ((seg >= 0.6 * _FINGER_SEGS - 1e-9) & (seg <= _FINGER_SEGS + 1e-9)).all()
             base = np.linalg.norm(joints[:, 0] - kp[wrist], axis=1) / HAND_LEN
             assert ((base > 0.1) & (base < 0.5)).all(), "finger bases sit on the palm"
+        # chirality: palms face the viewer with the thumb lateral, so the right hand mirrors the left
+        cross = lambda a, b: a[0] * b[1] - a[1] * b[0]  # noqa: E731
+        assert cross(kp[33] - kp[9], kp[25] - kp[9]) < 0 < cross(kp[53] - kp[10], kp[45] - kp[10])
+        assert cross(kp[33] - kp[9], kp[29] - kp[41]) < 0 < cross(kp[53] - kp[10], kp[49] - kp[61])
         nose_to_eyes = np.linalg.norm(kp[0] - kp[[1, 2]], axis=1)
         assert (nose_to_eyes < 0.06).all() and np.allclose(kp[0], kp[65 + 30])
 
