@@ -90,21 +90,21 @@ class Targets:
 
         xy = keypoints[..., :2]
         draw = draw_mask(keypoints, labelled)
-        weight = self._base_weight(base, keypoints, labelled, draw)
+        weight = torch.empty(nb, NUM_CHANNELS, h, w, device=device)
+        self._base_weight(weight, base, keypoints, labelled, draw)
         target = torch.zeros_like(weight)
         self._heatmaps(xy, draw, target.view(-1), weight.view(-1), h, w)
         self._pafs(xy, draw, target.view(-1), weight.view(-1), h, w)
         return target, weight
 
     # -- W before the Gaussians and PAFs override it: §3.4 steps 1-3 and the paper's step 4 ----------------
-    def _base_weight(self, base, keypoints, labelled, draw):
+    def _base_weight(self, weight, base, keypoints, labelled, draw):
         pa, pb = torch.as_tensor(PAIRS_A, device=base.device), torch.as_tensor(PAIRS_B, device=base.device)
         paf_present = (labelled[:, pa] & labelled[:, pb]).repeat_interleave(2, dim=1)
         present = torch.cat([labelled, paf_present], dim=1)                       # [B, 439]
         background = labelled[:, GROUP_BODY].all(dim=1) & (self.mask_policy == "paper")
-        weight = base[:, None] * (present | background[:, None]).float()[:, :, None, None]
+        torch.mul(base[:, None], (present | background[:, None]).float()[:, :, None, None], out=weight)
         self._mask_rois(weight, keypoints, draw, present, background, pa, pb)
-        return weight
 
     def _mask_rois(self, weight, keypoints, draw, present, background, pa, pb):
         """Zero, inside each person's box, the channels of its parts with visibility 3/4 (box grown by
@@ -145,33 +145,37 @@ class Targets:
 
     # -- §3.2 heatmaps -------------------------------------------------------------------------------------
     def _heatmaps(self, xy, draw, target_flat, weight_flat, h, w):
-        """Gaussians in a fixed window of cells around each drawn point, max-merged by scatter."""
+        """Gaussians in a fixed window of cells around each drawn point, max-merged by scatter; their support
+        overrides W."""
         s, off, device = self.stride, self.offset, xy.device
         b, p, k = draw.nonzero(as_tuple=True)
         if len(k) == 0:
             return
         sigma = torch.as_tensor(SIGMAS, dtype=torch.float32, device=device)
-        radius = sigma * math.sqrt(2 * LN100)
-        size = int(2 * float(radius.max()) / s) + 3
-        steps = torch.arange(size, device=device, dtype=torch.float32)
+        radius = sigma * (math.sqrt(2 * LN100) * (1 + 1e-4))                          # a hair wide: rounding
+        size = int(2 * float(radius.max()) / s) + 1                                  # cells a support spans
         pt = xy[b, p, k]                                                            # [N, 2]
-        first = torch.ceil((pt - radius[k, None] - off) / s) - 1                    # [N, 2] first cell
-        cells = first[:, :, None] + steps                                           # [N, 2, size]
+        first = torch.ceil((pt - radius[k, None] - off) / s)                        # [N, 2] first cell
+        cells = first[:, :, None] + torch.arange(size, device=device, dtype=torch.float32)   # [N, 2, size]
         d2 = (cells * s + off - pt[:, :, None]) ** 2
-        expo = (d2[:, 0, None, :] + d2[:, 1, :, None]) / (2 * sigma[k, None, None] ** 2)   # [N, y, x]
         inside = (cells >= 0) & (cells < torch.tensor([w, h], device=device)[None, :, None])
-        keep = (expo <= LN100) & inside[:, 0, None, :] & inside[:, 1, :, None]
-        gx = cells[:, 0].clamp(0, w - 1).long()
-        gy = cells[:, 1].clamp(0, h - 1).long()
-        idx = ((b * NUM_CHANNELS + k)[:, None, None] * h + gy[:, :, None]) * w + gx[:, None, :]
-        idx = idx[keep]
-        target_flat.scatter_reduce_(0, idx, torch.exp(-expo[keep]), reduce="amax")
-        small = torch.where(sigma < SIGMA_BODY, self.small_weight, 1.0)
-        weight_flat[idx] = small[k][:, None, None].expand_as(keep)[keep]
+        d2 = torch.where(inside, d2, torch.inf)                                     # off the grid: no support
+        expo = ((d2[:, 0, None, :] + d2[:, 1, :, None]) / (2 * sigma[k, None, None] ** 2)).view(-1)
+        sel = (expo <= LN100).nonzero().squeeze(1)                                  # [M] support cells
+        point, cell = sel // (size * size), sel % (size * size)
+        gx = cells[point, 0, cell % size].long()
+        gy = cells[point, 1, cell // size].long()
+        idx = ((b * NUM_CHANNELS + k) * h)[point] * w + gy * w + gx
+        target_flat.scatter_reduce_(0, idx, torch.exp(-expo[sel]), reduce="amax")
+        support_w = torch.where(sigma < SIGMA_BODY, self.small_weight, 1.0)
+        weight_flat.scatter_(0, idx, support_w[k[point]])
 
     # -- §3.3 PAFs -----------------------------------------------------------------------------------------
     def _pafs(self, xy, draw, target_flat, weight_flat, h, w):
-        """Unit vectors on the cells of each limb's grid box near its line; same-type overlaps averaged."""
+        """Unit vectors on the cells of each limb's grid box near its line; same-type overlaps averaged.
+
+        The boxes (a ragged list of cells) are flattened with ``repeat_interleave``; the per-cell counter of
+        overlapping limbs lives in W's PAF x channel until W is set to 1 there."""
         s, thr, device = self.stride, self.paf_width, xy.device
         pa, pb = torch.as_tensor(PAIRS_A, device=device), torch.as_tensor(PAIRS_B, device=device)
         shift = self.offset if self.paf_centre == "aligned" else 0.0
@@ -187,29 +191,32 @@ class Targets:
         limit = torch.tensor([w, h], device=device, dtype=torch.float32)
         lo = torch.minimum(torch.floor(torch.minimum(a, a + d) - thr + 0.5).clamp(min=0), limit)
         hi = torch.floor(torch.maximum(a, a + d) + thr + 0.5) + (shift != 0)    # released: end exclusive
-        hi = torch.maximum(torch.minimum(hi, limit), lo)
-        span = (hi - lo).long()                                                     # [S, 2] box size
+        span = (torch.maximum(torch.minimum(hi, limit), lo) - lo).long()            # [S, 2] box size
         count = span[:, 0] * span[:, 1]
         total = int(count.sum())
         if total == 0:
             return
+        plane = h * w
+        corner = (b * NUM_CHANNELS + NUM_KEYPOINTS + 2 * k) * plane + lo[:, 1].long() * w + lo[:, 0].long()
+        ints = torch.stack([span[:, 0], torch.cumsum(count, 0) - count, corner], 1)   # [S, 3]
+        floats = torch.cat([lo, a, u], 1)                                             # [S, 6]
         seg = torch.repeat_interleave(torch.arange(len(k), device=device), count, output_size=total)
-        start = torch.cumsum(count, 0) - count
-        local = torch.arange(total, device=device) - start[seg]
-        gx = lo[seg, 0].long() + local % span[seg, 0]
-        gy = lo[seg, 1].long() + local // span[seg, 0]
-        rel_x, rel_y = gx.float() - a[seg, 0], gy.float() - a[seg, 1]
-        near = (rel_x * u[seg, 1] - rel_y * u[seg, 0]).abs() <= thr
-        seg, pix = seg[near], (gy * w + gx)[near]
-        pair = b[seg] * NUM_PAIRS + k[seg]
-        counter = torch.zeros(len(xy) * NUM_PAIRS * h * w, device=device)
-        cidx = pair * (h * w) + pix
-        counter.index_add_(0, cidx, torch.ones_like(cidx, dtype=torch.float32))
-        share = 1.0 / counter[cidx]
-        xidx = (b[seg] * NUM_CHANNELS + NUM_KEYPOINTS + 2 * k[seg]) * (h * w) + pix
-        idx = torch.cat([xidx, xidx + h * w])
-        target_flat.index_add_(0, idx, torch.cat([u[seg, 0] * share, u[seg, 1] * share]))
-        weight_flat[idx] = 1.0
+        ints, floats = ints.index_select(0, seg), floats.index_select(0, seg)        # per cell of every box
+        local = torch.arange(total, device=device) - ints[:, 1]
+        row = torch.div(local, ints[:, 0], rounding_mode="floor")
+        col = local - row * ints[:, 0]
+        rel_x = floats[:, 0] + col.float() - floats[:, 2]                            # cell - A, grid units
+        rel_y = floats[:, 1] + row.float() - floats[:, 3]
+        near = (rel_x * floats[:, 5] - rel_y * floats[:, 4]).abs() <= thr
+        hit = near.nonzero().squeeze(1)
+        xidx, ux, uy = (ints[:, 2] + row * w + col)[hit], floats[hit, 4], floats[hit, 5]
+        weight_flat.index_fill_(0, xidx, 0.0)                                        # W's x channel counts
+        weight_flat.index_add_(0, xidx, torch.ones_like(ux))
+        share = 1.0 / weight_flat.index_select(0, xidx)
+        target_flat.index_add_(0, xidx, ux * share)
+        target_flat.index_add_(0, xidx + plane, uy * share)
+        weight_flat.index_fill_(0, xidx, 1.0)
+        weight_flat.index_fill_(0, xidx + plane, 1.0)
 
 
 def draw_mask(keypoints: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,100 @@
+"""Benchmark of src.targets: ms per sample for a batch of 10 at 480x480, 3 people with all 135 points
+labelled, on ONE CPU thread, beside the floor set by writing the outputs (their bytes / a memcpy speed
+measured in the same run).
+
+``python -m src.bench.targets`` prints one JSON line; ``run()`` returns the dict for ``python -m src.bench``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+
+import torch
+
+from src.skeleton import NUM_KEYPOINTS
+from src.targets import Targets
+
+BATCH, PEOPLE, SIZE = 10, 3, 480
+
+
+def _template() -> torch.Tensor:
+    """[135, 2] px: a standing whole-body person 288 px tall (the augmentation's m=1 size), nose at 0, 0."""
+    body = [(0, 0), (6, -5), (-6, -5), (14, -2), (-14, -2), (30, 40), (-30, 40), (38, 90), (-38, 90),
+            (42, 135), (-42, 135), (20, 135), (-20, 135), (22, 205), (-22, 205), (22, 262), (-22, 262),
+            (0, 28), (0, -30), (30, 282), (38, 280), (20, 272), (-30, 282), (-38, 280), (-20, 272)]
+    pts = torch.zeros(NUM_KEYPOINTS, 2)
+    pts[:25] = torch.tensor(body, dtype=torch.float32)
+    reach = torch.tensor([[7, 13, 18, 22]] + [[10, 18, 24, 29]] * 4, dtype=torch.float32)   # px from wrist
+    angle = torch.tensor([-0.9, -0.3, 0.0, 0.25, 0.5])[:, None]                            # finger fan, rad
+    fingers = torch.stack([reach * angle.sin(), reach * angle.cos()], -1).reshape(20, 2)
+    pts[25:45] = pts[9] + fingers * torch.tensor([-1.0, 1.0])                             # mirrored fan
+    pts[45:65] = pts[10] + fingers
+    theta = math.pi - torch.arange(17) * math.pi / 16
+    face = [torch.stack([18 * theta.cos(), 20 * theta.sin() - 4], -1)]                    # jaw, nose at 0
+    for x0 in (-15, 3):
+        face.append(torch.stack([torch.linspace(x0, x0 + 12, 5), torch.full((5,), -11.0)], -1))   # brows
+    face.append(torch.stack([torch.zeros(4), torch.linspace(-7, 0, 4)], -1))              # nose bridge
+    face.append(torch.stack([torch.linspace(-5, 5, 5), torch.full((5,), 3.0)], -1))        # nostrils
+    for n, cx, cy, rx, ry in ((6, -8, -5, 4, 2), (6, 8, -5, 4, 2), (12, 0, 9, 8, 4), (8, 0, 9, 5, 2)):
+        phi = torch.arange(n) * 2 * math.pi / n
+        face.append(torch.stack([cx + rx * phi.cos(), cy + ry * phi.sin()], -1))          # eyes, mouth
+    face.append(torch.tensor([[-8.0, -5.0], [8.0, -5.0]]))                                 # pupils
+    pts[65:] = torch.cat(face)
+    return pts
+
+
+def scene(gen: torch.Generator, batch: int = BATCH, people: int = PEOPLE, size: int = SIZE) -> torch.Tensor:
+    """[batch, people, 135, 3]: the template person scaled 0.8-1.2x, rotated +-30 deg, with +-3 px jitter,
+    placed anywhere in the crop (points past the border clamped onto it), all 135 points visible (v=1)."""
+    shape = (batch, people, 1)
+    scale = 0.8 + 0.4 * torch.rand(shape, generator=gen)
+    angle = (torch.rand(shape, generator=gen) - 0.5) * math.pi / 3
+    x, y = (_template() - torch.tensor([0.0, 140.0])).unbind(-1)                   # about the hips
+    cos, sin = angle.cos(), angle.sin()
+    xy = scale[..., None] * torch.stack([x * cos - y * sin, x * sin + y * cos], -1)
+    xy = xy + torch.rand(batch, people, 1, 2, generator=gen) * size
+    xy = xy + (torch.rand(xy.shape, generator=gen) - 0.5) * 6
+    return torch.cat([xy.clamp(0, size - 1), torch.ones(batch, people, NUM_KEYPOINTS, 1)], dim=-1)
+
+
+def _median_s(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run(repeats: int = 15) -> dict:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        kp = scene(gen)
+        labelled = torch.ones(BATCH, NUM_KEYPOINTS, dtype=torch.bool)
+        targets = Targets()
+        grid = targets.grid_size((SIZE, SIZE))
+        ignore = torch.zeros(BATCH, *grid)
+        call = lambda: targets(kp, labelled, ignore, (SIZE, SIZE))  # noqa: E731
+        target, weight = call()                                                     # warm-up
+        seconds = _median_s(call, repeats)
+        out_bytes = (target.numel() + weight.numel()) * target.element_size() / BATCH
+        src, dst = torch.rand(2 * target.numel()), torch.empty(2 * target.numel())
+        dst.copy_(src)
+        copy_s = _median_s(lambda: dst.copy_(src), repeats)
+        bytes_per_s = src.numel() * src.element_size() / copy_s
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "targets_ms_per_sample": round(1000 * seconds / BATCH, 3),
+        "targets_write_bound_ms": round(1000 * out_bytes / bytes_per_s, 3),
+        "targets_memcpy_gb_per_s": round(bytes_per_s / 1e9, 2),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(run()))
