@@ -2,7 +2,9 @@
 person-free COCO images as backgrounds. One sample per image, with every annotated person.
 
 Ignore mask (spec §3.4 step 1, via pycocotools ``annToMask``): people without a labelled keypoint, and crowd
-regions not covered by a labelled person.
+regions not covered by a labelled person. Two optional meta fields serve only the val ``gt.json`` (loaders
+ignore them): ``unlabelled`` (box, area, iscrowd of the masked annotations) and, for COCO-WholeBody, each
+person's ``hand_wrists`` (the hands' own wrist annotations, left then right).
 """
 
 from __future__ import annotations
@@ -88,6 +90,10 @@ class _CocoPeople(Source):
     def to_body135(self, ann: dict) -> np.ndarray:
         raise NotImplementedError
 
+    def extra(self, ann: dict) -> dict:
+        """Optional per-person fields for the val gt.json."""
+        return {}
+
     def convert(self, img_id) -> Record:
         info = self.coco.imgs[img_id]
         item = f"image {img_id} ({info['file_name']})"
@@ -111,7 +117,7 @@ class _CocoPeople(Source):
                 masked.append(ann)
                 continue
             x, y, bw, bh = ann["bbox"]
-            people.append(person(ann["id"], kp, ann["bbox"], bh, ann.get("area", bw * bh)))
+            people.append(person(ann["id"], kp, ann["bbox"], bh, ann.get("area", bw * bh)) | self.extra(ann))
             if any(a.get("iscrowd", 0) for a in anns):
                 labelled_px |= _region(self.coco, ann, h, w)
         ignore = np.zeros((h, w), bool)
@@ -120,6 +126,9 @@ class _CocoPeople(Source):
             ignore |= region & ~labelled_px if ann.get("iscrowd", 0) else region
         meta = {"image_id": img_id, "file_name": info["file_name"], "width": w, "height": h,
                 "groups": list(self.groups), "people": people}
+        if masked:
+            meta["unlabelled"] = [{"bbox": a["bbox"], "area": a.get("area", a["bbox"][2] * a["bbox"][3]),
+                                   "iscrowd": int(a.get("iscrowd", 0))} for a in masked]
         return Record(f"{img_id}", data, ext, meta, ignore_png(ignore))
 
 
@@ -152,6 +161,11 @@ class CocoWholeBody(_CocoPeople):
 
     def to_body135(self, ann: dict) -> np.ndarray:
         return from_wholebody133(ann)
+
+    def extra(self, ann: dict) -> dict:
+        """The hands' own wrist annotations (BODY_135 keeps one wrist per side), so gt.json equals the
+        original GT."""
+        return {"hand_wrists": [[float(v) for v in ann[k][:3]] for k in ("lefthand_kpts", "righthand_kpts")]}
 
 
 class CocoBackgrounds(Source):

@@ -27,7 +27,7 @@ import webdataset as wds
 from sharding.people import SkipRecord
 from sharding.record import Record
 from sharding.source import Source
-from src.skeleton import GROUPS, NUM_KEYPOINTS, to_wholebody133
+from src.skeleton import GROUPS, NUM_KEYPOINTS, WHOLEBODY_PARTS, to_wholebody133
 
 MANIFEST = "manifest.json"
 
@@ -169,19 +169,29 @@ def _check(rec: Record, name: str) -> list[np.ndarray]:
 
 
 def _gt_annotations(meta: dict, next_id: int) -> list[dict]:
-    """COCO-WholeBody GT entries for one val image (every person is a non-crowd annotation). A hand whose
-    own 20 points are unlabelled keeps its wrist (read from the body) unlabelled too, so the evaluator
-    ignores that person for the hand, as it does with the original COCO-WholeBody GT."""
+    """COCO-WholeBody GT entries for one val image, equal to the source's own GT where it has one.
+
+    People become non-crowd annotations. A hand's wrist is the person's ``hand_wrists`` entry when the
+    converter kept it (COCO-WholeBody annotates it apart from the body wrist); otherwise the body wrist, and
+    nothing when the hand's own 20 points are unlabelled, so the evaluator ignores that person for the hand
+    as the original GT does. ``meta["unlabelled"]`` (crowds, people without keypoints) become keypoint-free
+    entries, which the evaluator ignores but matches detections to, as with the original GT."""
     anns = []
-    for i, p in enumerate(meta["people"]):
+    for p in meta["people"]:
         fields = to_wholebody133(np.asarray(p["keypoints"], np.float32), as_gt=True)
-        for hand in ("lefthand_kpts", "righthand_kpts"):
-            if not any(v > 0 for v in fields[hand][5::3]):
+        for k, hand in enumerate(("lefthand_kpts", "righthand_kpts")):
+            if "hand_wrists" in p:
+                fields[hand][:3] = [float(v) for v in p["hand_wrists"][k]]
+            elif not any(v > 0 for v in fields[hand][5::3]):
                 fields[hand][:3] = [0.0, 0.0, 0.0]
-        anns.append({"id": next_id + i, "image_id": meta["image_id"], "category_id": 1, "iscrowd": 0,
-                     "bbox": p["bbox"], "area": p["area"],
+        anns.append({"iscrowd": 0, "bbox": p["bbox"], "area": p["area"],
                      "num_keypoints": int(sum(v > 0 for v in fields["keypoints"][2::3])), **fields})
-    return anns
+    empty = {k: [0.0] * (3 * len(idx)) for k, idx in WHOLEBODY_PARTS.items()}
+    for u in meta.get("unlabelled", []):
+        anns.append({"iscrowd": int(u["iscrowd"]), "bbox": u["bbox"], "area": u["area"],
+                     "num_keypoints": 0, **empty})
+    return [{"id": next_id + i, "image_id": meta["image_id"], "category_id": 1, **a}
+            for i, a in enumerate(anns)]
 
 
 _WORKER_CONV: Source | None = None

@@ -90,24 +90,35 @@ def test_wholebody_fixture_counts(fixtures, tmp_path):
     assert m["groups"] == ["body", "face", "foot", "lhand", "rhand"]
     gt = json.loads((tmp_path / "src" / "val" / "gt.json").read_text())
     raw = json.loads((d / "test_coco_wholebody.json").read_text())
-    assert len(gt["images"]) == 4 and len(gt["annotations"]) == 12
-    for part in ("keypoints", "foot_kpts", "face_kpts", "lefthand_kpts", "righthand_kpts"):
-        assert sum(sum(v > 0 for v in a[part][2::3]) for a in gt["annotations"]) == \
-            sum(sum(v > 0 for v in a[part][2::3]) for a in raw["annotations"])
+    assert len(gt["images"]) == 4 and len(gt["annotations"]) == 14  # 12 people + 2 without keypoints
+    assert sum(a["num_keypoints"] == 0 for a in gt["annotations"]) == 2
+    key = {(a["image_id"], tuple(a["bbox"])): a for a in raw["annotations"]}
+    for a in gt["annotations"]:
+        b = key[(a["image_id"], tuple(a["bbox"]))]
+        for part in ("keypoints", "foot_kpts", "face_kpts", "lefthand_kpts", "righthand_kpts"):
+            x, y = np.reshape(a[part], (-1, 3)), np.reshape(b[part], (-1, 3))
+            assert ((x[:, 2] > 0) == (y[:, 2] > 0)).all(), (b["id"], part)
+            assert np.allclose(x[y[:, 2] > 0, :2], y[y[:, 2] > 0, :2], atol=0.01), (b["id"], part)
 
 
-def test_wholebody_gt_scores_perfectly_with_the_evaluator(fixtures, tmp_path):
+@pytest.mark.parametrize("conv, case", [
+    (CocoWholeBody, "mmpose_test_coco_wholebody__example_pred_4imgs"),
+    (CocoBody, "mmpose_test_coco__xtcocoapi_example_coco_preds"),
+])
+def test_val_gt_json_reproduces_the_reference_metrics(fixtures, tmp_path, conv, case):
+    """gt.json written from the shards scores the reference predictions exactly as the original GT does
+    with xtcocotools (crowd/keypoint-free people and the hands' own wrists included)."""
     from src.wholebody_eval import evaluate_wholebody
 
-    d = fixtures / "coco"
-    build(CocoWholeBody(val={"ann": d / "test_coco_wholebody.json", "images": d}), tmp_path)
+    reference = fixtures / "coco_wholebody_eval" / "expected_metrics_xtcocotools.json"
+    expected = json.loads(reference.read_text())[case]
+    build(conv(val={"ann": fixtures / expected["gt"], "images": fixtures / "coco"}), tmp_path)
     gt = json.loads((tmp_path / "src" / "val" / "gt.json").read_text())
-    fields = ("image_id", "category_id", "keypoints", "foot_kpts", "face_kpts", "lefthand_kpts",
-              "righthand_kpts")
-    preds = [{k: a[k] for k in fields} | {"score": 1.0} for a in gt["annotations"]]
+    preds = json.loads((fixtures / expected["pred"]).read_text())
     metrics = evaluate_wholebody(gt, preds)
-    for part in ("body", "foot", "face", "lefthand", "righthand", "wholebody"):
-        assert metrics[part]["AP"] == pytest.approx(1.0), part
+    for part, stats in expected["metrics"].items():
+        for stat, value in stats.items():
+            assert metrics[part][stat] == pytest.approx(value, abs=1e-4), (part, stat)
 
 
 def test_coco_foot_written_file(fixtures, tmp_path):

@@ -120,11 +120,13 @@ def test_val_writes_gt_json(tmp_path):
     src = make_coco(tmp_path / "raw", n=3)
     build_split("toy", coco(src), "val", tmp_path / "out")
     gt = json.loads((tmp_path / "out" / "toy" / "val" / "gt.json").read_text())
-    assert len(gt["images"]) == 3 and len(gt["annotations"]) == 6
+    assert len(gt["images"]) == 3 and len(gt["annotations"]) == 7  # 6 people + the crowd region
+    crowd = [a for a in gt["annotations"] if a["iscrowd"]]
+    assert len(crowd) == 1 and crowd[0]["bbox"] == [40, 30, 10, 10] and crowd[0]["num_keypoints"] == 0
     a = gt["annotations"][0]
     assert a["iscrowd"] == 0 and a["num_keypoints"] == 5 and a["area"] == 400 and a["bbox"] == [5, 5, 18, 30]
     assert a["keypoints"][:3] == [10, 10, 2] and len(a["keypoints"]) == 51 and len(a["face_kpts"]) == 204
-    assert len({x["id"] for x in gt["annotations"]}) == 6
+    assert len({x["id"] for x in gt["annotations"]}) == 7
 
 
 def test_rerun_skips_unchanged_and_rebuilds_on_change(tmp_path):
