@@ -1,0 +1,171 @@
+"""Network output (or ground-truth maps) -> people: the OpenPose BODY_135 decoder (spec §7).
+
+One straight line, each stage its own module:
+``resize`` (bicubic to the network input, averaged over scales; here) -> ``src.peaks.find_peaks`` ->
+``src.connections.score_connections`` -> ``src.assemble.greedy`` -> ``src.assemble.merge_face_fragments`` /
+``keep_people`` -> ``Person`` (here).
+
+Scores. ``Person.score`` is OpenPose's: (sum of keypoint confidences + sum of PAF scores) / (135 + 152).
+``Person.part_scores[part]`` is the same formula restricted to one COCO-WholeBody part: the part's point
+confidences plus the PAF scores of the pairs with both ends in the part, divided by its number of points plus
+pairs (body 17 + 26, foot 6 + 2, face 68 + 70, each hand 21 + 20); ``wholebody`` is ``score``. A part is 1.0
+when every point and link was found at full strength and falls with each one missing, and does not depend on
+what the other parts found (so a person whose hands were not seen is not ranked lower for body AP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from src.assemble import greedy, keep_people, merge_face_fragments, pair_scores
+from src.connections import score_connections
+from src.peaks import find_peaks
+from src.skeleton import NUM_KEYPOINTS, NUM_PAIRS, PAIRS_A, PAIRS_B, STRIDE, WHOLEBODY_PARTS
+
+PART_POINTS: dict[str, np.ndarray] = {
+    "body": np.array(WHOLEBODY_PARTS["keypoints"]),
+    "foot": np.array(WHOLEBODY_PARTS["foot_kpts"]),
+    "face": np.array(WHOLEBODY_PARTS["face_kpts"]),
+    "lefthand": np.array(WHOLEBODY_PARTS["lefthand_kpts"]),
+    "righthand": np.array(WHOLEBODY_PARTS["righthand_kpts"]),
+}
+PART_PAIRS: dict[str, np.ndarray] = {
+    name: np.nonzero(np.isin(PAIRS_A, idx) & np.isin(PAIRS_B, idx))[0] for name, idx in PART_POINTS.items()
+}
+
+
+@dataclass
+class Person:
+    """One decoded person: ``keypoints [135, 3]`` (x, y, confidence; zeros when missing) in network-input
+    pixels, ``score`` (OpenPose's person score) and ``part_scores`` (body, foot, face, lefthand, righthand,
+    wholebody; see the module docstring)."""
+
+    keypoints: np.ndarray
+    score: float
+    part_scores: dict[str, float] = field(default_factory=dict)
+
+
+class Decoder:
+    """The spec §7 decoder with its thresholds (``conf/decoder/default.yaml``; defaults are OpenPose's).
+
+    peak_threshold, max_peaks, refine_radius: §7.3 (0.05, 127 per part, 7x7 centroid).
+    inter_threshold, inter_min_above: §7.4 (0.05 per sample, more than 95% of samples).
+    min_parts, min_mean_score: §7.5 step 3 (3, 0.4); fallback_*: the maximize_positives pair (2, 0.05) used
+    when nobody passes. face_margins, face_overlap, face_overlap_few: the face-fragment merge.
+    stride: of the maps (8).
+    """
+
+    def __init__(self, peak_threshold: float = 0.05, max_peaks: int = 127, refine_radius: int = 3,
+                 inter_threshold: float = 0.05, inter_min_above: float = 0.95,
+                 min_parts: int = 3, min_mean_score: float = 0.4, fallback_min_parts: int = 2,
+                 fallback_min_mean_score: float = 0.05, face_margins: tuple[float, float] = (0.2, 0.1),
+                 face_overlap: float = 0.3, face_overlap_few: float = 0.01, stride: int = STRIDE):
+        self.peak_threshold = float(peak_threshold)
+        self.max_peaks = int(max_peaks)
+        self.refine_radius = int(refine_radius)
+        self.inter_threshold = float(inter_threshold)
+        self.inter_min_above = float(inter_min_above)
+        self.min_parts = int(min_parts)
+        self.min_mean_score = float(min_mean_score)
+        self.fallback_min_parts = int(fallback_min_parts)
+        self.fallback_min_mean_score = float(fallback_min_mean_score)
+        self.face_margins = (float(face_margins[0]), float(face_margins[1]))
+        self.face_overlap = float(face_overlap)
+        self.face_overlap_few = float(face_overlap_few)
+        self.stride = int(stride)
+
+    def __call__(self, maps: torch.Tensor | list[torch.Tensor], input_size: tuple[int, int],
+                 scales: list[float] | None = None) -> list[Person]:
+        """``maps [439, h, w]`` at ``stride`` (or a list over scales) -> people in ``input_size`` pixels."""
+        coarse = None if isinstance(maps, list | tuple) and len(maps) > 1 else maps
+        if coarse is not None:
+            coarse = (coarse[0] if isinstance(coarse, list | tuple) else coarse)[:NUM_KEYPOINTS]
+        return self.decode_resized(self.resize(maps, input_size, scales), coarse)
+
+    def resize(self, maps: torch.Tensor | list[torch.Tensor], input_size: tuple[int, int],
+               scales: list[float] | None = None) -> torch.Tensor:
+        """Bicubic upsampling to the network input ``(H, W)`` on the maps' device, averaged over scales.
+
+        Map cell g is centred at input pixel ``stride * g + stride/2 - 0.5`` (as the targets draw it), so each
+        map is upsampled by exactly ``stride / s`` and cropped (or zero-padded) to ``(H, W)``. ``s`` is the
+        map's scale relative to ``input_size``: given in ``scales``, else its width relative to the first
+        map's (1 for a single map). NaN counts as 0.
+        """
+        maps = list(maps) if isinstance(maps, list | tuple) else [maps]
+        height, width = int(input_size[0]), int(input_size[1])
+        for m in maps:
+            if m.dim() != 3 or m.shape[0] != NUM_KEYPOINTS + 2 * NUM_PAIRS:
+                raise ValueError(f"decode: maps must be [439, h, w], got {tuple(m.shape)}")
+        if scales is None:
+            scales = [m.shape[-1] / maps[0].shape[-1] for m in maps]
+        if len(scales) != len(maps):
+            raise ValueError(f"decode: {len(maps)} maps but {len(scales)} scales")
+        out = None
+        for m, s in zip(maps, scales, strict=True):
+            m = torch.nan_to_num(m.float(), nan=0.0, posinf=0.0, neginf=0.0)
+            up = F.interpolate(m[None], scale_factor=self.stride / float(s), mode="bicubic",
+                               align_corners=False, recompute_scale_factor=False)[0]
+            if up.shape[1:] != (height, width):
+                up = up[:, :height, :width]
+                up = F.pad(up, (0, width - up.shape[2], 0, height - up.shape[1]))
+            out = up if out is None else out.add_(up)
+        return out if len(maps) == 1 else out.div_(len(maps))
+
+    def decode_resized(self, maps: torch.Tensor, coarse: torch.Tensor | None = None) -> list[Person]:
+        """``maps [439, H, W]`` already at the network input -> people (the timed part of the decoder).
+        ``coarse``: the 135 heatmaps at ``stride`` where the peak search starts (sampled from ``maps`` if
+        None)."""
+        heat, pafs = maps[:NUM_KEYPOINTS], maps[NUM_KEYPOINTS:]
+        peaks = find_peaks(heat, self.peak_threshold, self.max_peaks, self.refine_radius, self.stride,
+                           coarse)
+        conns = score_connections(pafs, peaks, self.peak_threshold, self.inter_threshold,
+                                  self.inter_min_above)
+        slots, used = greedy(peaks, conns)
+        slots = merge_face_fragments(slots, peaks, self.face_margins, self.face_overlap,
+                                     self.face_overlap_few)
+        pairs = pair_scores(slots, conns, used, len(peaks))
+        found = slots >= 0
+        conf = np.where(found, peaks.score[np.maximum(slots, 0)], 0.0)
+        total = conf.sum(1) + pairs.sum(1)
+        keep = keep_people(found, total, self.min_parts, self.min_mean_score, self.fallback_min_parts,
+                           self.fallback_min_mean_score)
+        return [self._person(slots[p], conf[p], pairs[p], peaks) for p in np.nonzero(keep)[0]]
+
+    @staticmethod
+    def _person(slots: np.ndarray, conf: np.ndarray, pairs: np.ndarray, peaks) -> Person:
+        found = slots >= 0
+        kp = np.zeros((NUM_KEYPOINTS, 3), np.float32)
+        kp[found, 0] = peaks.x[slots[found]]
+        kp[found, 1] = peaks.y[slots[found]]
+        kp[found, 2] = conf[found]
+        score = float(conf.sum() + pairs.sum()) / (NUM_KEYPOINTS + NUM_PAIRS)
+        parts = {name: float(conf[idx].sum() + pairs[PART_PAIRS[name]].sum())
+                 / (len(idx) + len(PART_PAIRS[name])) for name, idx in PART_POINTS.items()}
+        parts["wholebody"] = score
+        return Person(kp, score, parts)
+
+
+def decode(maps: torch.Tensor | list[torch.Tensor], input_size: tuple[int, int],
+           cfg: Decoder | None = None, scales: list[float] | None = None) -> list[Person]:
+    """The agreed entry point: ``cfg`` is a ``Decoder`` (e.g. ``hydra.utils.instantiate(cfg.decoder)``);
+    the spec defaults when None."""
+    return (cfg or Decoder())(maps, input_size, scales)
+
+
+def to_image_pixels(people: list[Person], scale: float | tuple[float, float],
+                    offset: tuple[float, float] = (0.0, 0.0)) -> list[Person]:
+    """Map people from network-input pixels back to the original image, where ``input = image * scale +
+    offset`` (``scale`` a number or (sx, sy)). Missing points stay zero."""
+    sx, sy = (scale, scale) if np.isscalar(scale) else scale
+    out = []
+    for p in people:
+        kp = p.keypoints.copy()
+        found = kp[:, 2] > 0
+        kp[found, 0] = (kp[found, 0] - offset[0]) / sx
+        kp[found, 1] = (kp[found, 1] - offset[1]) / sy
+        out.append(Person(kp, p.score, dict(p.part_scores)))
+    return out
