@@ -22,7 +22,8 @@ from sharding.writer import Settings, build_split
 
 
 def _bar(label: str):
-    return lambda total: tqdm(total=total, desc=label, unit="img", dynamic_ncols=True, leave=False)
+    """A progress bar per source split (silent when stdout is not a terminal)."""
+    return lambda total: tqdm(total=total, desc=label, unit="img", leave=False, disable=None)
 
 
 def build_all(cfg: DictConfig) -> tuple[list[dict], list[str]]:
