@@ -105,7 +105,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     c1, c2 = rng.integers(0, 256, (2, 3)).astype(np.float32)
     if style == 0:
         low = rng.integers(0, 256, (rng.integers(2, 6), rng.integers(2, 6), 3)).astype(np.float32)
-        img = cv2.resize(low, (half, half), interpolation=cv2.INTER_CUBIC)
+        img = cv2.resize(low, (half, half), interpolation=cv2.INTER_LINEAR)
     elif style in (1, 3):
         x, y = _grid(half)
         a, period = rng.uniform(0, np.pi), rng.uniform(4, 24)
@@ -125,10 +125,9 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
             cv2.ellipse(img, centre, axes, float(rng.uniform(0, 180)), 0, 360,
                         tuple(float(v) for v in rng.integers(0, 256, 3)), -1)
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 3))
-    mute = np.float32(rng.uniform(0.35, 1.0))  # figures should stand out
-    mean = np.array(cv2.mean(img)[:3], np.float32)
-    img = cv2.resize(((img - mean) * mute + mean).clip(0, 255).astype(np.uint8), (size, size),
-                     interpolation=cv2.INTER_LINEAR)
+    mute = np.float32(rng.uniform(0.35, 1.0))  # lower contrast: figures should stand out
+    img = img * mute + np.array(cv2.mean(img)[:3], np.float32) * (1 - mute)
+    img = cv2.resize(cv2.convertScaleAbs(img), (size, size), interpolation=cv2.INTER_LINEAR)
     ox, oy = rng.integers(0, size, 2)
     amp = rng.uniform(0.05, 0.4)
     img = cv2.addWeighted(img, 1.0, _grain(size)[oy:oy + size, ox:ox + size], amp, -128 * amp)
