@@ -172,9 +172,8 @@ def _gt_annotations(meta: dict, next_id: int) -> list[dict]:
     """COCO-WholeBody GT entries for one val image, equal to the source's own GT where it has one.
 
     People become non-crowd annotations. A hand's wrist is the person's ``hand_wrists`` entry when the
-    converter kept it (COCO-WholeBody annotates it apart from the body wrist); otherwise the body wrist, and
-    nothing when the hand's own 20 points are unlabelled, so the evaluator ignores that person for the hand
-    as the original GT does. ``meta["unlabelled"]`` (crowds, people without keypoints) become keypoint-free
+    converter kept it (COCO-WholeBody annotates it apart from the body wrist); otherwise what
+    ``to_wholebody133`` writes (the body wrist, or nothing for a hand without points). ``meta["unlabelled"]`` (crowds, people without keypoints) become keypoint-free
     entries, which the evaluator ignores but matches detections to, as with the original GT."""
     anns = []
     for p in meta["people"]:
@@ -182,8 +181,6 @@ def _gt_annotations(meta: dict, next_id: int) -> list[dict]:
         for k, hand in enumerate(("lefthand_kpts", "righthand_kpts")):
             if "hand_wrists" in p:
                 fields[hand][:3] = [float(v) for v in p["hand_wrists"][k]]
-            elif not any(v > 0 for v in fields[hand][5::3]):
-                fields[hand][:3] = [0.0, 0.0, 0.0]
         anns.append({"iscrowd": 0, "bbox": p["bbox"], "area": p["area"],
                      "num_keypoints": int(sum(v > 0 for v in fields["keypoints"][2::3])), **fields})
     empty = {k: [0.0] * (3 * len(idx)) for k, idx in WHOLEBODY_PARTS.items()}

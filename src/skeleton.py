@@ -286,6 +286,8 @@ def to_wholebody133(kp: np.ndarray, as_gt: bool = False) -> dict[str, list[float
 
     ``as_gt``: ``kp`` carries visibility codes and the output COCO v (1 occluded, 2 visible, 0 otherwise);
     else ``kp[:, 2]`` is a confidence, written as it is (the evaluator counts a point when it is > 0).
+    A hand with none of its 20 own points keeps no wrist either: the shared body wrist alone would make the
+    evaluator count an unannotated (or undetected) hand.
     """
     kp = np.asarray(kp, np.float32)
     fields = {}
@@ -295,5 +297,7 @@ def to_wholebody133(kp: np.ndarray, as_gt: bool = False) -> dict[str, list[float
             v = part[:, 2]
             part[:, 2] = np.where(v == 1, 2, np.where(v == 0, 1, 0))
             part[part[:, 2] == 0, :2] = 0
+        if name.endswith("hand_kpts") and not (part[1:, 2] > 0).any():
+            part[0] = 0
         fields[name] = [round(float(x), 3) for x in part.reshape(-1)]
     return fields
