@@ -90,43 +90,47 @@ class Targets:
 
         xy = keypoints[..., :2]
         draw = draw_mask(keypoints, labelled)
-        weight = torch.empty(nb, NUM_CHANNELS, h, w, device=device)
-        self._base_weight(weight, base, keypoints, labelled, draw)
+        weight = self._base_weight(base, keypoints, labelled, draw)
         target = torch.zeros_like(weight)
         self._heatmaps(xy, draw, target.view(-1), weight.view(-1), h, w)
         self._pafs(xy, draw, target.view(-1), weight.view(-1), h, w)
         return target, weight
 
     # -- W before the Gaussians and PAFs override it: §3.4 steps 1-3 and the paper's step 4 ----------------
-    def _base_weight(self, weight, base, keypoints, labelled, draw):
-        pa, pb = torch.as_tensor(PAIRS_A, device=base.device), torch.as_tensor(PAIRS_B, device=base.device)
-        paf_present = (labelled[:, pa] & labelled[:, pb]).repeat_interleave(2, dim=1)
-        present = torch.cat([labelled, paf_present], dim=1)                       # [B, 439]
+    def _base_weight(self, base, keypoints, labelled, draw):
+        """Each channel's plane is the base mask (1 - ignore), zeros (a channel the source lacks) or, on
+        ``background`` samples, the base mask outside every annotated person's big box; then zeroed inside the
+        small box of each person whose part behind the channel has visibility 3/4. Channels that share all of
+        this share a plane: the few distinct planes are built once and copied out by one index_select."""
+        nb, npeople, (h, w), device = len(base), keypoints.shape[1], base.shape[-2:], base.device
+        pa, pb = torch.as_tensor(PAIRS_A, device=device), torch.as_tensor(PAIRS_B, device=device)
+        present = torch.cat([labelled, (labelled[:, pa] & labelled[:, pb]).repeat_interleave(2, dim=1)], 1)
         background = labelled[:, GROUP_BODY].all(dim=1) & (self.mask_policy == "paper")
-        torch.mul(base[:, None], (present | background[:, None]).float()[:, :, None, None], out=weight)
-        self._mask_rois(weight, keypoints, draw, present, background, pa, pb)
-
-    def _mask_rois(self, weight, keypoints, draw, present, background, pa, pb):
-        """Zero, inside each person's box, the channels of its parts with visibility 3/4 (box grown by
-        ``roi_grow``) and, for ``background`` samples, the channels the source lacks (grown by
-        ``background_roi_grow``).
-
-        One boolean matmul [channels x boxes] @ [boxes x cells] over the channels that any box masks."""
+        outside = base
+        if background.any():
+            outside = base * ~self._person_cells(keypoints, draw, (h, w), self.background_roi_grow).any(dim=1)
+        sources = torch.stack([torch.zeros_like(base), base, outside], dim=1)     # [B, 3, h, w]
+        source = torch.where(present, 1, torch.where(background[:, None], 2, 0))    # [B, 439]
         v = keypoints[..., 2]
-        annotated = draw.any(dim=-1)                                                # [B, P]
         hidden = (v == 3) | (v == 4)
         hidden = torch.cat([hidden, (hidden[..., pa] | hidden[..., pb]).repeat_interleave(2, dim=-1)], -1)
-        hidden &= annotated[..., None]                                              # [B, P, 439]
-        absent = (background[:, None] & ~present)[:, None] & annotated[..., None]  # [B, P, 439]
-        which = torch.cat([hidden, absent], dim=1)                                  # [B, 2P, 439]
-        cols = which.any(dim=1).any(dim=0).nonzero().squeeze(1)
-        if len(cols) == 0:
-            return
-        grid = weight.shape[-2:]
-        boxes = torch.cat([self._person_cells(keypoints, draw, grid, self.roi_grow),
-                           self._person_cells(keypoints, draw, grid, self.background_roi_grow)], dim=1)
-        hits = torch.bmm(which[..., cols].transpose(1, 2).float(), boxes.flatten(2).float())  # [B, C', h*w]
-        weight[:, cols] *= (hits == 0).view(len(weight), len(cols), *weight.shape[-2:])
+        hidden &= draw.any(dim=-1)[..., None] & (source > 0)[:, None]              # [B, P, 439]
+        plane_of = (torch.arange(nb, device=device)[:, None] * 3 + source).view(-1)   # [B*439]
+        hidden = hidden.transpose(1, 2).reshape(nb * NUM_CHANNELS, npeople)
+        for chunk in hidden.split(40, dim=1):                     # + whose boxes mask it, 40 people at a time
+            code = (chunk.long() << torch.arange(chunk.shape[1], device=device)).sum(dim=1)
+            plane_of = torch.unique(plane_of * 2**40 + code, return_inverse=True)[1]
+        first = torch.zeros(int(plane_of.max()) + 1 if nb else 0, dtype=torch.long, device=device)
+        first.scatter_(0, plane_of, torch.arange(len(plane_of), device=device))    # a channel of each plane
+        sample = first // NUM_CHANNELS
+        planes = sources.view(nb * 3, h * w).index_select(0, sample * 3 + source.view(-1)[first])
+        masked_by = hidden[first]                                                   # [planes, P]
+        if masked_by.any():
+            small = self._person_cells(keypoints, draw, (h, w), self.roi_grow).view(nb * npeople, h * w)
+            persons = torch.zeros(len(first), nb, npeople, device=device)
+            persons[torch.arange(len(first), device=device), sample] = masked_by.float()
+            planes = planes * (persons.view(len(first), -1) @ small.float() == 0)
+        return planes.index_select(0, plane_of).view(nb, NUM_CHANNELS, h, w)
 
     def _person_cells(self, keypoints, draw, grid, grow):
         """bool[B, P, h, w]: cells whose centre lies in each person's labelled-keypoint box, each side forced

@@ -88,6 +88,18 @@ def test_equals_dense_reference_on_random_scenes(cfg):
     assert averaged.any()                                                 # some limbs of one type overlapped
 
 
+def test_equals_dense_reference_in_a_crowd_of_45():
+    """More people than one 40-person chunk of the plane bookkeeping, half of them with hidden parts."""
+    gen = torch.Generator().manual_seed(45)
+    kp, labelled, ignore = random_scene(gen, 2, 45, (64, 80))
+    labelled[1] = COCO23                                                  # paper policy boxes on sample 1
+    kp[:, ::2, 25:65, 2] = 3
+    target, weight = Targets()(kp, labelled, ignore, (64, 80))
+    ref_target, ref_weight = dense_targets(kp, labelled, ignore, (64, 80))
+    torch.testing.assert_close(target, ref_target, atol=1e-5, rtol=0)
+    torch.testing.assert_close(weight, ref_weight, atol=1e-5, rtol=0)
+
+
 def test_gaussian_peak_spread_and_truncation():
     kp = people(1)
     kp[0, 0, 0] = torch.tensor([centre(5), centre(4), 1])                 # nose on a cell centre
@@ -217,6 +229,8 @@ def test_partial_sources_mask_missing_channels_everywhere(policy):
 
 
 def test_images_with_nobody():
+    empty_batch = run(torch.zeros(0, 3, 135, 3), labelled=torch.ones(0, 135, dtype=torch.bool))
+    assert [tuple(x.shape) for x in empty_batch] == [(0, 439, 10, 12)] * 2
     kp = torch.zeros(2, 0, 135, 3)
     labelled = torch.stack([ALL, COCO23])
     for policy in ("paper", "released"):
