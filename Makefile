@@ -32,6 +32,9 @@ lint:  ## ruff
 bench:  ## targets, decoder, sharding and loader speed; ends with one JSON line (see BENCHMARKS.md)
 	$(PY) -m src.bench
 
+bench-runtime:  ## runtime vs people (paper Fig. 4): single network vs per-person cascade, CPU (device=cuda on a GPU)
+	$(PY) -m src.bench.runtime $(ARGS)
+
 shards:  ## build the WebDataset shards into $(SHARDS) (synthetic world by default; conf/shards.yaml)
 	$(PY) -m sharding out_dir=$(SHARDS)
 
