@@ -7,9 +7,11 @@ The released C++ walks the whole grid per point; here only the cells that can be
 once for the batch: every drawn point gets a fixed window of cells covering its Gaussian support and every
 drawn limb the cells of its grid box (a ragged list expanded with ``repeat_interleave``); the values are then
 scattered with ``scatter_reduce(amax)`` (heatmaps) and ``index_add`` (PAF sums and the per-cell counters
-that average overlapping limbs). Nothing is looped over in Python: not pixels, points, people, pairs nor
-samples. The same code runs on CPU (loader workers) and on the GPU (training step). ``tests/dense_targets.py``
-holds the literal whole-grid formulation the tests compare against.
+that average overlapping limbs). W starts from the few distinct mask planes of the batch, copied out once.
+Python loops over none of pixels, points, pairs or samples; the one loop is over people in chunks of 40 (one
+turn for up to 40 people per image) when grouping channels by whose boxes mask them. The same code runs on
+CPU (loader workers) and on the GPU (training step). ``tests/dense_targets.py`` holds the literal whole-grid
+formulation the tests compare against.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class Targets:
                    + w)), which leave the field up to half a cell up-left of the limb (§9.6).
     roi_grow:      per-side growth of the person box that masks parts with visibility 3/4 (§3.4 step 3).
     background_roi_grow: per-side growth of the box inside which ``paper`` masks the absent channels.
+
+    A point is drawn when its code is 0/1, its channel is labelled by the source and its coordinates are
+    finite (NaN, inf or beyond ``FAR`` px: not drawn); limbs need both ends drawn and A != B.
     """
 
     def __init__(self, stride: int = 8, mask_policy: str = "paper", small_weight: float = SIGMA_BODY / 5.75,
@@ -194,7 +199,8 @@ class Targets:
         u = d / length[:, None]                                                     # [S, 2] unit A->B
         limit = torch.tensor([w, h], device=device, dtype=torch.float32)
         lo = torch.minimum(torch.floor(torch.minimum(a, a + d) - thr + 0.5).clamp(min=0), limit)
-        hi = torch.floor(torch.maximum(a, a + d) + thr + 0.5) + (shift != 0)    # released: end exclusive
+        inclusive = self.paf_centre == "aligned"                                # released: end excluded
+        hi = torch.floor(torch.maximum(a, a + d) + thr + 0.5) + inclusive
         span = (torch.maximum(torch.minimum(hi, limit), lo) - lo).long()            # [S, 2] box size
         count = span[:, 0] * span[:, 1]
         total = int(count.sum())
