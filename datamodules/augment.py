@@ -134,7 +134,7 @@ class PersonAffine(A.DualTransform):
         if background is None:
             return cv2.warpAffine(img, matrix, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                                   borderValue=0)
-        out = background.copy()  # the warp writes only where it has source pixels
+        out = np.array(background, order="C")  # the warp writes only where it has source pixels
         cv2.warpAffine(img, matrix, (s, s), dst=out, flags=cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_TRANSPARENT)
         return out
@@ -154,21 +154,24 @@ class PersonAffine(A.DualTransform):
         return ("size", "policy")
 
 
-def background_patch(image: np.ndarray, size: int, rng) -> np.ndarray:
-    """Spec §4.3 step 7: a background image larger than the crop is scaled so its shorter side is ``size``
-    and randomly cropped, a smaller one resized to ``size x size``; then flipped with p = 0.5."""
+def background_canvas(image: np.ndarray, size: int) -> np.ndarray:
+    """Spec §4.3 step 7, first half: a background larger than the crop on both sides is scaled so its shorter
+    side is ``size`` (to be cropped by ``background_patch``); any other is resized to ``size x size``."""
     h, w = image.shape[:2]
     if min(h, w) > size:
         f = size / min(h, w)
-        if abs(f - 1) > 1e-3:
-            image = cv2.resize(image, (max(size, round(w * f)), max(size, round(h * f))),
-                               interpolation=cv2.INTER_AREA)
-        h, w = image.shape[:2]
-        y, x = rng.randint(0, h - size), rng.randint(0, w - size)
-        image = image[y:y + size, x:x + size]
-    else:
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray(image[:, ::-1] if rng.random() < 0.5 else image)
+        return cv2.resize(image, (max(size, round(w * f)), max(size, round(h * f))),
+                          interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def background_patch(canvas: np.ndarray, size: int, rng) -> np.ndarray:
+    """Second half: a random ``size x size`` window of a ``background_canvas``, mirrored with p = 0.5. A view:
+    ``PersonAffine`` copies it once, into the crop it pastes the sample over."""
+    h, w = canvas.shape[:2]
+    y, x = rng.randint(0, h - size), rng.randint(0, w - size)
+    patch = canvas[y:y + size, x:x + size]
+    return patch[:, ::-1] if rng.random() < 0.5 else patch
 
 
 class Augment:

@@ -5,8 +5,9 @@ Decode follows ``sharding/record.py``: ``<key>.jpg|png`` (decoded BGR, OpenPose'
 ``BadSample``; the streams skip it and count it (``datamodules.mixing.Counter``).
 
 Batch contract (``collate``):
-  ``image``      ``[B, 3, S, S]`` uint8 BGR (OpenPose's order). The network input ``x / 256 - 0.5`` is made by
-                 the LightningModule on the device: a quarter of the bytes to copy that float would need.
+  ``image``      ``[B, 3, S, S]`` uint8 BGR (OpenPose's order), stored channels_last (no transpose copy in the
+                 worker). The network input ``x / 256 - 0.5`` is made by the LightningModule on the device:
+                 a quarter of the bytes to copy that float would need.
   ``keypoints``  ``[B, P, 135, 3]``, P the most people in this batch (at least 1); padding rows are (0, 0, 2).
   ``labelled``   ``bool[B, 135]``: the points the sample's source labels; all True for a background-only
                  sample, whose every channel trains as background (spec §3.4 step 5).
@@ -49,7 +50,8 @@ def decode(raw: dict, reduce: int = 1) -> tuple[np.ndarray, dict, np.ndarray | N
         meta = json.loads(raw["json"])
         people = meta.get("people") or []
         for p in people:
-            if np.asarray(p["keypoints"], np.float32).shape != (NUM_KEYPOINTS, 3):
+            p["keypoints"] = np.asarray(p["keypoints"], np.float32)
+            if p["keypoints"].shape != (NUM_KEYPOINTS, 3):
                 raise ValueError(f"keypoints of person {p.get('id')} are not 135 x 3")
             p["center"], p["bbox"] = [float(v) for v in p["center"]], [float(v) for v in p["bbox"]]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -83,7 +85,7 @@ def collate(samples: list[dict]) -> dict:
     """Augmented samples (all the same crop size) -> one batch dict (module docstring), image still uint8."""
     images = np.stack([s["image"] for s in samples])                          # (B, S, S, 3)
     return {
-        "image": torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),  # (B, 3, S, S)
+        "image": torch.from_numpy(images).permute(0, 3, 1, 2),  # (B, 3, S, S) in channels_last memory
         "keypoints": torch.from_numpy(pad_people([s["keypoints"] for s in samples])),
         "labelled": torch.from_numpy(np.stack([s["labelled"] for s in samples])),
         "ignore": torch.from_numpy(np.stack([s["ignore"] for s in samples])),

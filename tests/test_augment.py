@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 from shard_helpers import person
 
-from datamodules.augment import SCALE_RANGES, Augment, Policy, background_patch, crop_matrix, resize_for_eval
+from datamodules.augment import (
+    SCALE_RANGES,
+    Augment,
+    Policy,
+    background_canvas,
+    background_patch,
+    crop_matrix,
+    resize_for_eval,
+)
 from src.skeleton import GROUPS
 
 
@@ -152,11 +160,16 @@ def test_policies_and_scale_ranges():
         Policy.make("body", "paper")
 
 
-def test_background_patch_sizes():
+def test_background_canvas_and_patch():
     import random
     rng = random.Random(0)
-    assert background_patch(np.zeros((300, 500, 3), np.uint8), 128, rng).shape == (128, 128, 3)
-    assert background_patch(np.zeros((50, 70, 3), np.uint8), 128, rng).shape == (128, 128, 3)
+    big = background_canvas(np.zeros((300, 500, 3), np.uint8), 128)
+    assert big.shape == (128, 213, 3)  # shorter side to the crop, then cropped
+    assert background_canvas(np.zeros((50, 70, 3), np.uint8), 128).shape == (128, 128, 3)  # resized
+    ramp = np.repeat(np.arange(213, dtype=np.uint8)[None, :, None], 128, 0).repeat(3, 2)
+    patches = [background_patch(ramp, 128, rng) for _ in range(20)]
+    assert all(p.shape == (128, 128, 3) for p in patches)
+    assert any(p[0, 0, 0] > p[0, -1, 0] for p in patches) and any(p[0, 0, 0] < p[0, -1, 0] for p in patches)
 
 
 def test_resize_for_eval_maps_back():

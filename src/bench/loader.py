@@ -1,0 +1,124 @@
+"""Benchmark of the training loader on COCO-size JPEG shards: decode + augment (480x480 crops, background
+padding) and decode + augment + targets, per CPU core, plus the peak RSS of a loader worker.
+
+Shards are generated first (640x480 JPEGs of smooth colour fields, shapes and grain, about COCO's file size;
+1-4 people 60-400 px tall with body + foot labelled; a third with an ignore mask; a background source).
+Throughput is samples per CPU-second (user + system) of one DataLoader worker process, i.e. the rate of
+one core, so it does not depend on what else the machine runs (the wall-clock rate is given beside it). It
+includes the worker's copy of every batch into shared memory, which is most of the cost of worker targets.
+
+``python -m src.bench.loader`` prints one JSON line; ``run()`` returns the dict for ``python -m src.bench``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psutil
+import webdataset as wds
+
+from datamodules.wholebody import WholeBodyDataModule
+from src.skeleton import from_coco23
+
+CROP, BATCH, IMAGES, SHARDS = 480, 10, 96, 4
+
+
+def _image(rng: np.random.Generator, h: int = 480, w: int = 640) -> np.ndarray:
+    small = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
+    image = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    for _ in range(12):
+        colour = tuple(int(c) for c in rng.integers(0, 255, 3))
+        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+        cv2.circle(image, (x, y), int(rng.integers(10, 80)), colour, -1)
+    grain = rng.normal(0, 6, (h, w, 1))
+    return np.clip(image + grain, 0, 255).astype(np.uint8)
+
+
+def _person(rng: np.random.Generator, h: int = 480, w: int = 640) -> dict:
+    height = float(rng.uniform(60, 400))
+    cx, cy = float(rng.uniform(50, w - 50)), float(rng.uniform(50, h - 50))
+    pts = np.c_[cx + rng.uniform(-0.25, 0.25, 23) * height, cy + rng.uniform(-0.5, 0.5, 23) * height,
+                rng.choice([0, 1, 2], 23, p=[0.3, 0.1, 0.6])]
+    kps = from_coco23(pts.reshape(-1))
+    box = [cx - height / 4, cy - height / 2, height / 2, height]
+    return {"id": 1, "keypoints": kps.tolist(), "bbox": box, "area": height * height / 2, "center": [cx, cy],
+            "scale": height}
+
+
+def write_shards(root: Path, seed: int = 0) -> int:
+    """COCO-like ``coco`` (people) and ``coco_background`` (nobody) train shards; returns mean JPEG bytes."""
+    rng = np.random.default_rng(seed)
+    sizes = []
+    for name, people in (("coco", True), ("coco_background", False)):
+        folder = root / name / "train"
+        folder.mkdir(parents=True)
+        writers = [wds.TarWriter(str(folder / f"{name}-train-{i:06d}.tar")) for i in range(SHARDS)]
+        for i in range(IMAGES):
+            jpg = cv2.imencode(".jpg", _image(rng), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+            sizes.append(len(jpg))
+            ppl = [_person(rng) for _ in range(int(rng.integers(1, 5)))] if people else []
+            meta = {"image_id": i, "width": 640, "height": 480, "source": name,
+                    "groups": ["body", "foot"] if people else [], "people": ppl}
+            rec = {"__key__": f"{name}_{i:06d}", "jpg": jpg, "json": json.dumps(meta).encode()}
+            if people and i % 3 == 0:
+                ignore = np.zeros((480, 640), np.uint8)
+                cv2.rectangle(ignore, (0, 0), (160, 120), 255, -1)
+                rec["ignore.png"] = cv2.imencode(".png", ignore)[1].tobytes()
+            writers[i % SHARDS].write(rec)
+        for w in writers:
+            w.close()
+    return int(np.mean(sizes))
+
+
+def _datamodule(root: Path, workers: int = 0, targets=None) -> WholeBodyDataModule:
+    return WholeBodyDataModule({"coco": {"probability": 1.0, "policy": "body"},
+                                "coco_background": {"probability": 0.0, "policy": "background"}},
+                               root=str(root), crop=CROP, batch_size=BATCH, batches_per_epoch=10**6,
+                               num_workers=workers, targets=targets,
+                               targets_on="worker" if targets is not None else "device")
+
+
+def measure(root: Path, batches: int, targets=None) -> tuple[float, float, float]:
+    """One loader worker (a real DataLoader process, so the copy of each batch into shared memory counts):
+    (samples per CPU-second of the worker, samples per wall-second, the worker's peak RSS in MiB)."""
+    loader = iter(_datamodule(root, workers=1, targets=targets).train_dataloader())
+    for _ in range(3):  # start-up, shuffle buffers, prefetch queue full
+        next(loader)
+    worker = psutil.Process().children()[0]
+    cpu0, wall0, peak = sum(worker.cpu_times()[:2]), time.perf_counter(), 0
+    for _ in range(batches):  # the prefetch queue is as full at the end as at the start
+        next(loader)
+        peak = max(peak, worker.memory_info().rss)
+    cpu, wall = sum(worker.cpu_times()[:2]) - cpu0, time.perf_counter() - wall0
+    n = batches * BATCH
+    return n / cpu, n / wall, peak / 2**20
+
+
+def run(batches: int = 30) -> dict:
+    from src.targets import Targets
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        jpeg_bytes = write_shards(root)
+        plain = measure(root, batches)
+        with_targets = measure(root, batches, Targets())
+        return {
+            "loader_samples_per_s_per_core": round(plain[0], 1),
+            "loader_targets_samples_per_s_per_core": round(with_targets[0], 1),
+            "loader_worker_peak_rss_mib": round(plain[2], 1),
+            "loader_targets_worker_peak_rss_mib": round(with_targets[2], 1),
+            "loader_samples_per_s_one_worker_wall": round(plain[1], 1),
+            "loader_bench": f"{CROP}x{CROP} crops, batch {BATCH}, 640x480 JPEG ~{jpeg_bytes // 1000} kB, "
+                            f"1-4 people, background padding; rates per CPU-second of one loader worker",
+        }
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    print(json.dumps(run(int(sys.argv[1]) if len(sys.argv) > 1 else 30)))
