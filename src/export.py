@@ -45,57 +45,76 @@ class Maps(nn.Module):
         return self.net.maps(self.net(image))
 
 
-def network_state(ckpt_path: str | Path) -> dict[str, torch.Tensor]:
-    """The network's tensors from a Lightning checkpoint or a plain state dict, without the module prefix.
+def _plain(cfg) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
-    A Lightning module holds the network as an attribute, so its keys read ``<attr>.backbone...``; the prefix
-    up to the first ``backbone.`` is removed from every key.
+
+def net_config(model_cfg: DictConfig | dict) -> dict:
+    """The network's node of a ``conf/model`` preset (its ``net``), or ``model_cfg`` itself when it is one."""
+    cfg = _plain(model_cfg)
+    return _plain(cfg["net"]) if "net" in cfg else cfg
+
+
+def read_checkpoint(ckpt_path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """(network tensors without the module prefix, the network config saved with them or None).
+
+    Accepts a Lightning checkpoint of :class:`src.module.PoseModule` (``state_dict`` with ``net.`` keys,
+    ``hyper_parameters.net``) or a plain state dict of the network.
     """
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path: no file at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    state = state.get("state_dict", state)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: not a checkpoint (a {type(ckpt).__name__}, expected a dict)")
+    state = ckpt.get("state_dict", ckpt)
     anchor = next((k for k in state if "backbone." in k), None)
     if anchor is None:
         raise ValueError(f"{path}: no 'backbone.' tensor in the state dict; not a checkpoint of this network")
     prefix = anchor[: anchor.index("backbone.")]
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    tensors = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    saved = (ckpt.get("hyper_parameters") or {}).get("net")
+    return tensors, (_plain(saved) if saved is not None else None)
 
 
-def build_network(model_cfg: DictConfig | dict, ckpt_path: str | Path | None = None) -> PoseNet:
-    """Instantiate the network from its config (random weights), then load ``ckpt_path`` when given."""
-    if isinstance(model_cfg, DictConfig):
-        model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
-    cfg = OmegaConf.create(model_cfg)
+def build_network(model_cfg: DictConfig | dict | None, ckpt_path: str | Path | None = None
+                  ) -> tuple[PoseNet, dict]:
+    """(network in eval mode, its config). With a checkpoint, the network config saved in it wins over
+    ``model_cfg`` (which may then be None); without one, the weights are random."""
+    tensors, saved = read_checkpoint(ckpt_path) if ckpt_path else (None, None)
+    if saved is None and model_cfg is None:
+        raise ValueError(f"{ckpt_path}: the checkpoint holds no network config; give model=<preset>")
+    cfg = saved if saved is not None else net_config(model_cfg)
     cfg.pop("backbone_weights", None)  # a checkpoint or random weights replace any backbone initialisation
     net = instantiate(cfg)
-    if ckpt_path:
+    if tensors is not None:
         try:
-            net.load_state_dict(network_state(ckpt_path))
+            net.load_state_dict(tensors)
         except RuntimeError as err:
-            raise ValueError(f"ckpt_path {ckpt_path} does not fit the model config: {err}") from err
+            raise ValueError(f"ckpt_path {ckpt_path} does not fit the network config: {err}") from err
         log.info("weights: %s", ckpt_path)
     else:
         log.info("weights: random (no ckpt_path given)")
-    return net.eval()
+    return net.eval(), cfg
 
 
-def metadata(model_cfg: DictConfig | dict, fmt: str, ckpt_path: str | None) -> dict:
-    """What a consumer of the exported file needs: layout, keypoints, pairs, stride, normalisation."""
-    cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else model_cfg
-    k, p = skeleton.NUM_KEYPOINTS, skeleton.NUM_PAIRS
+def metadata(net_cfg: dict, fmt: str, ckpt_path: str | None) -> dict:
+    """What a consumer of the exported file needs: layout, keypoints, pairs, stride, normalisation. The
+    BODY_135 tables describe the 135/152 layout; a network with fewer outputs gets its first K names only."""
+    k = int(net_cfg.get("num_keypoints", skeleton.NUM_KEYPOINTS))
+    p = int(net_cfg.get("num_pairs", skeleton.NUM_PAIRS))
+    body135 = (k, p) == (skeleton.NUM_KEYPOINTS, skeleton.NUM_PAIRS)
     return {
         "format": fmt,
         "input": {"name": "image", "shape": ["batch", 3, "H", "W"], "multiple_of": skeleton.STRIDE,
                   "normalisation": NORMALISATION},
         "output": {"name": "maps", "shape": ["batch", k + 2 * p, "H/8", "W/8"], "heatmaps": [0, k],
-                   "pafs": [k, k + 2 * p], "paf_pair_k": "x at channel 135+2k, y at 136+2k"},
+                   "pafs": [k, k + 2 * p], "paf_pair_k": f"x at channel {k}+2k, y at {k + 1}+2k"},
         "stride": skeleton.STRIDE,
-        "keypoint_names": skeleton.NAMES,
-        "keypoint_groups": {g: [r.start, r.stop] for g, r in skeleton.GROUPS.items()},
-        "pairs": [list(pair) for pair in skeleton.PAIRS],
-        "model_config": cfg,
+        "keypoint_names": skeleton.NAMES[:k],
+        "keypoint_groups": {g: [r.start, r.stop] for g, r in skeleton.GROUPS.items() if r.stop <= k},
+        "pairs": [list(pair) for pair in skeleton.PAIRS] if body135 else None,
+        "model_config": net_cfg,
         "checkpoint": ckpt_path,
     }
 
@@ -155,7 +174,7 @@ def parity(model: nn.Module, path: str | Path, sizes: list[tuple[int, int]], see
     return worst
 
 
-def export(model_cfg: DictConfig | dict, fmt: str, out: str | Path, ckpt_path: str | None = None,
+def export(model_cfg: DictConfig | dict | None, fmt: str, out: str | Path, ckpt_path: str | None = None,
            check_sizes: list | None = None, tolerance: float = 1e-4) -> dict:
     """Write ``out`` and ``out``.json; return the metadata with the measured parity added."""
     if fmt not in ("onnx", "torchscript"):
@@ -163,7 +182,8 @@ def export(model_cfg: DictConfig | dict, fmt: str, out: str | Path, ckpt_path: s
     sizes = [tuple(int(v) for v in s) for s in (check_sizes or [[256, 256], [192, 320]])]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model = Maps(build_network(model_cfg, ckpt_path)).eval()
+    net, net_cfg = build_network(model_cfg, ckpt_path)
+    model = Maps(net).eval()
     if fmt == "onnx":
         export_onnx(model, out, sizes[0])
     else:
@@ -171,7 +191,7 @@ def export(model_cfg: DictConfig | dict, fmt: str, out: str | Path, ckpt_path: s
     diff = parity(model, out, sizes)
     if not diff <= tolerance:
         raise AssertionError(f"{out}: max abs difference to PyTorch {diff:.3e} exceeds {tolerance:g}")
-    meta = metadata(model_cfg, fmt, str(ckpt_path) if ckpt_path else None)
+    meta = metadata(net_cfg, fmt, str(ckpt_path) if ckpt_path else None)
     meta["parity"] = {"max_abs_diff": diff, "sizes": [list(s) for s in sizes], "tolerance": tolerance}
     Path(f"{out}.json").write_text(json.dumps(meta, indent=1))
     log.info("wrote %s and %s.json (parity %.2e at %s)", out, out, diff, sizes)

@@ -1,0 +1,124 @@
+"""Export: ONNX (through ONNX Runtime) and TorchScript match PyTorch to 1e-4 at two input sizes; metadata."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from hydra import compose, initialize
+
+from src import skeleton
+from src.export import Maps, build_network, export, net_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = [[64, 96], [120, 48]]  # two shapes: the dynamic height and width are exercised
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    with initialize(version_base="1.3", config_path="../conf"):
+        return compose("export", overrides=["model=tiny"]).model
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny, tmp_path_factory):
+    """A checkpoint laid out as Lightning writes PoseModule's: ``net.`` tensors and hyper_parameters."""
+    torch.manual_seed(3)
+    net, cfg = build_network(tiny)
+    for p in net.parameters():  # move away from the initialisation so loading is visible in the outputs
+        p.data += 0.05 * torch.randn_like(p)
+    path = tmp_path_factory.mktemp("ckpt") / "model.ckpt"
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    state["loss.dummy"] = torch.zeros(1)
+    torch.save({"state_dict": state, "hyper_parameters": {"net": cfg, "input_size": 256}}, path)
+    return path, net
+
+
+@pytest.fixture(scope="module")
+def onnx_file(checkpoint, tmp_path_factory):
+    """The checkpoint exported once to ONNX (the export checks parity itself); (path, metadata)."""
+    out = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    return out, export(None, "onnx", out, ckpt_path=checkpoint[0], check_sizes=SIZES)
+
+
+def _reference(net, x):
+    with torch.no_grad():
+        return Maps(net)(torch.from_numpy(x)).numpy()
+
+
+def test_onnx_matches_pytorch_at_two_sizes(checkpoint, onnx_file):
+    _, net = checkpoint
+    out, meta = onnx_file
+    assert meta["parity"]["max_abs_diff"] <= 1e-4
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    for h, w in SIZES + [[8, 16]]:
+        x = (rng.random((1, 3, h, w), np.float32) - 0.5).astype(np.float32)
+        got = session.run(None, {"image": x})[0]
+        ref = _reference(net, x)
+        assert got.shape == (1, 439, h // 8, w // 8)
+        assert np.abs(ref).max() > 1e-2  # a meaningful comparison, not two near-zero maps
+        assert np.abs(got - ref).max() <= 1e-4
+
+
+def test_torchscript_matches_pytorch_and_batches(checkpoint, tmp_path):
+    path, net = checkpoint
+    out = tmp_path / "tiny.pt"
+    export(None, "torchscript", out, ckpt_path=path, check_sizes=SIZES)
+    module = torch.jit.load(str(out))
+    x = (np.random.default_rng(1).random((2, 3, 72, 56), np.float32) - 0.5).astype(np.float32)
+    with torch.no_grad():
+        got = module(torch.from_numpy(x)).numpy()
+    assert np.abs(got - _reference(net, x)).max() <= 1e-4
+
+
+def test_metadata_beside_the_file(checkpoint, onnx_file):
+    path, _ = checkpoint
+    out, _ = onnx_file
+    meta = json.loads(out.with_name("tiny.onnx.json").read_text())
+    assert meta["keypoint_names"] == skeleton.NAMES and len(meta["pairs"]) == 152
+    assert meta["pairs"][0] == list(skeleton.PAIRS[0])
+    assert meta["stride"] == 8 and meta["input"]["multiple_of"] == 8
+    assert meta["input"]["normalisation"]["formula"] == "pixel / 256 - 0.5"
+    assert meta["output"]["heatmaps"] == [0, 135] and meta["output"]["pafs"] == [135, 439]
+    assert meta["model_config"]["adapter"] == [96, 64] and meta["checkpoint"] == str(path)
+
+
+def test_random_weights_without_checkpoint(tiny):
+    net, cfg = build_network(tiny)
+    assert cfg == {k: v for k, v in net_config(tiny).items() if k != "backbone_weights"}
+    assert net(torch.zeros(1, 3, 16, 16))[-1].shape == (1, 135, 2, 2)
+
+
+def test_bad_input_is_named(tiny, checkpoint, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no file"):
+        build_network(tiny, tmp_path / "missing.ckpt")
+    with pytest.raises(ValueError, match="format must be onnx or torchscript"):
+        export(tiny, "tflite", tmp_path / "x.tflite")
+    with pytest.raises(ValueError, match="not a multiple of 8"):
+        export(tiny, "torchscript", tmp_path / "x.pt", check_sizes=[[60, 64]])
+    path, net = checkpoint
+    wrong = {"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+             "hyper_parameters": {"net": {**net_config(tiny), "adapter": [32, 64]}}}
+    torch.save(wrong, tmp_path / "wrong.ckpt")
+    with pytest.raises(ValueError, match="does not fit the network config"):
+        build_network(None, tmp_path / "wrong.ckpt")
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="not a checkpoint of this network"):
+        build_network(tiny, tmp_path / "other.ckpt")
+
+
+def test_cli_writes_file_and_metadata(tmp_path):
+    out = tmp_path / "cli.pt"
+    cmd = [sys.executable, "-m", "src.export", "model=tiny", "format=torchscript", f"out={out}",
+           "check_sizes=[[64,64],[48,80]]"]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    meta = json.loads(out.with_name("cli.pt.json").read_text())
+    assert meta["format"] == "torchscript" and torch.jit.load(str(out)) is not None
+    assert meta["checkpoint"] is None and meta["parity"]["sizes"] == [[64, 64], [48, 80]]
+    assert meta["parity"]["max_abs_diff"] <= 1e-4
