@@ -23,9 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-
-_SHIFTS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
 
 
 @dataclass
@@ -52,22 +49,34 @@ def take(flat: torch.Tensor, index: np.ndarray) -> np.ndarray:
         out = flat.numpy()[index]
     else:
         out = flat[torch.as_tensor(index, device=flat.device)].cpu().numpy()
-    return np.nan_to_num(out.astype(np.float32, copy=False), nan=0.0)
+    out = out.astype(np.float32, copy=False)
+    out[np.isnan(out)] = 0.0
+    return out
 
 
 def _seeds(coarse: torch.Tensor, threshold: float, max_peaks: int) -> np.ndarray:
-    """``[N, 3]`` (part, gy, gx) of the cells of the stride-sampled maps that are >= their 4 direct neighbours
-    (not the diagonal ones: a weaker peak a cell or so away from a stronger one keeps its seed more often)."""
-    padded = F.pad(coarse, (1, 1, 1, 1), value=-1.0)
-    keep = coarse > threshold / 2          # half: a bicubic peak can rise above the samples around it
-    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
-        keep &= coarse >= padded[:, dy:dy + coarse.shape[1], dx:dx + coarse.shape[2]]
-    n_per_part = keep.flatten(1).sum(1)
-    if n_per_part.numel() and int(n_per_part.max()) > max_peaks:   # a flat or noisy map: the best seeds only
-        flat = torch.where(keep, coarse, torch.zeros_like(coarse)).flatten(1)
-        top = flat.topk(max_peaks, dim=1).indices
-        keep = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, top, True).view_as(keep) & keep
-    return keep.nonzero().cpu().numpy()
+    """``[N, 3]`` (part, gy, gx) of the cells of the stride-sampled maps above half the threshold (a bicubic
+    peak can rise above the samples around it) and >= their 4 direct neighbours (not the diagonal ones: a
+    weaker peak a cell or so away from a stronger one keeps its seed more often). At most ``max_peaks`` per
+    part, the highest."""
+    k, h, w = coarse.shape
+    c = coarse.detach().float().cpu().contiguous().numpy()
+    idx = np.flatnonzero(c > threshold / 2)
+    value = c.reshape(-1)[idx]
+    part, gy, gx = idx // (h * w), idx // w % h, idx % w
+    keep = np.ones(len(idx), bool)
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        ny, nx = gy + dy, gx + dx
+        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+        other = np.nan_to_num(c.reshape(-1)[np.where(inside, idx + dy * w + dx, idx)])
+        keep &= ~inside | (value >= other)
+    part, gy, gx, value = part[keep], gy[keep], gx[keep], value[keep]
+    if len(part) and np.bincount(part).max() > max_peaks:       # a flat or noisy map: the best seeds only
+        order = np.lexsort((-value, part))
+        part, gy, gx = part[order], gy[order], gx[order]
+        best = np.arange(len(part)) - np.searchsorted(part, part) < max_peaks
+        part, gy, gx = part[best], gy[best], gx[best]
+    return np.stack([part, gy, gx], 1)
 
 
 _DY = np.array([-1, -1, -1, 0, 0, 0, 1, 1, 1])   # the 3x3 square in raster order, centre at 4
@@ -79,15 +88,22 @@ def _climb(flat: torch.Tensor, base: np.ndarray, y: np.ndarray, x: np.ndarray, s
     """Move each (y, x) to its best 3x3 neighbour until none moves -> final y, x and the 9 values there
     (raster order, -inf outside the image). A tie goes to the pixel first in raster order."""
     h, w = size
+    y, x = y.copy(), x.copy()
+    vals = np.zeros((len(y), 9), np.float32)
+    moving = np.arange(len(y))
     for _ in range(max_steps + 1):
-        ny, nx = y[:, None] + _DY, x[:, None] + _DX
+        ny, nx = y[moving, None] + _DY, x[moving, None] + _DX
         inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
-        vals = take(flat, base[:, None] + np.clip(ny, 0, h - 1) * w + np.clip(nx, 0, w - 1))
-        vals[~inside] = -np.inf
-        best = vals.argmax(1)
-        if not (best != 4).any():
+        v = take(flat, base[moving, None] + np.clip(ny, 0, h - 1) * w + np.clip(nx, 0, w - 1))
+        v[~inside] = -np.inf
+        vals[moving] = v
+        best = v.argmax(1)
+        step = best != 4
+        moving, best = moving[step], best[step]
+        if not len(moving):
             break
-        y, x = y + _DY[best], x + _DX[best]
+        y[moving] += _DY[best]
+        x[moving] += _DX[best]
     return y, x, vals
 
 
@@ -120,7 +136,7 @@ def find_peaks(heatmaps: torch.Tensor, threshold: float = 0.05, max_peaks: int =
         return Peaks(np.zeros(0, np.int64), *np.zeros((3, 0), np.float32))
     if coarse is None:
         coarse = heatmaps[:, stride // 2::stride, stride // 2::stride]
-    seeds = _seeds(torch.nan_to_num(coarse.float(), nan=0.0), threshold, max_peaks)
+    seeds = _seeds(coarse, threshold, max_peaks)
     flat = heatmaps.reshape(-1)
     part = seeds[:, 0]
     y = np.clip(seeds[:, 1] * stride + stride // 2, 0, h - 1)
