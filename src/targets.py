@@ -39,8 +39,9 @@ class Targets:
     paf_width:     half-width of a PAF in grid cells (perpendicular distance threshold; released 1).
     paf_centre:    ``aligned`` (default): PAF cell g is centred where heatmap cell g is (s*g + s/2 - 0.5 px)
                    and a limb's box includes both rounded ends, so the field is symmetric about the limb;
-                   ``released``: cell g at s*g px and the released half-open box [round(min - w), round(max
-                   + w)), which leave the field up to half a cell up-left of the limb (§9.6).
+                   ``released``: cell g taken at s*g px with the released half-open box [round(min - w),
+                   round(max + w)): read back at s*g + 3.5 like the heatmaps, the field sits ~1.5 px (up to
+                   3.5) down-right of the limb (§9.6).
     roi_grow:      per-side growth of the person box that masks parts with visibility 3/4 (§3.4 step 3).
     background_roi_grow: per-side growth of the box inside which ``paper`` masks the absent channels.
 

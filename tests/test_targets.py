@@ -140,7 +140,7 @@ def test_paf_unit_vectors_one_cell_wide(paf_centre, rows):
     k = pair(5, 7)
     x, y = target[0, 135 + 2 * k], target[0, 136 + 2 * k]
     written = x != 0
-    assert written.nonzero()[:, 0].unique().tolist() == rows             # released: shifted 3.5 px up-left
+    assert written.nonzero()[:, 0].unique().tolist() == rows             # released: one row, half-open box
     assert torch.all(x[written] == 1) and torch.all(y == 0) and torch.all(x[~written] == 0)
     assert torch.all(weight[0, 135 + 2 * k : 137 + 2 * k] == 1)           # written, or background
     if paf_centre == "aligned":
@@ -240,35 +240,58 @@ def test_images_with_nobody():
         assert torch.all(weight[1, 65] == (1 if policy == "paper" else 0))
 
 
-def test_padding_rows_and_people_with_nothing_visible():
-    kp = people(3)                                                        # all v=2 at (0, 0): padding rows
+def clean_and_as_dense(kp, labelled=ALL, size=(80, 96)):
+    """Run both implementations; no NaN/inf anywhere, PAFs unit length at most, and the two agree."""
+    target, weight = run(kp, labelled=labelled, size=size)
+    assert torch.isfinite(target).all() and torch.isfinite(weight).all()
+    assert target[:, 135:].view(len(kp), 152, 2, -1).norm(dim=2).max() <= 1 + 1e-6
+    ignore = torch.zeros(len(kp), *target.shape[-2:])
+    ref_target, ref_weight = dense_targets(kp, labelled.expand(len(kp), 135), ignore, size)
+    torch.testing.assert_close(target, ref_target, atol=1e-5, rtol=0)
+    torch.testing.assert_close(weight, ref_weight, atol=1e-5, rtol=0)
+    return target, weight
+
+
+def test_keypoints_outside_the_image():
+    kp = people(1, value=1)
+    kp[0, 0, :, :2] = torch.rand(135, 2) * 4000 - 2000                    # mostly far outside
+    kp[0, 0, 0, :2] = torch.tensor([1e30, -1e30])                         # absurdly far: not drawn
+    kp[0, 0, 5, :2] = torch.tensor([-10.0, 30.0])                         # just left of the image
+    kp[0, 0, 7, :2] = torch.tensor([120.0, 30.0])                         # just right: the limb crosses it
+    target, _ = clean_and_as_dense(kp)
+    assert 0 < target[0, 5].max() < 1                                     # a Gaussian's tail reaches in
+    k = pair(5, 7)
+    assert (target[0, 135 + 2 * k] > 0.99).sum() >= 12                    # the crossing limb is drawn
+    assert target[0, 0].abs().sum() == 0
+
+
+def test_people_with_nothing_visible():
+    kp = people(3)                                                        # v=2 at (0, 0): padding rows
     kp[0, 1, :, 2] = 3                                                    # nothing labelled, all "hidden"
     kp[0, 2, :, 2] = 4
-    target, weight = run(kp, labelled=COCO23)
+    target, weight = clean_and_as_dense(kp, labelled=COCO23)
     assert target.abs().sum() == 0
     assert torch.all(weight[0, :25] == 1) and torch.all(weight[0, 65] == 1)   # no box without labelled points
 
 
-def test_bad_coordinates_do_not_crash_or_leak_nan():
-    kp = people(4, value=1)
+def test_zero_length_limbs_are_skipped():
+    kp = people(1)
+    kp[0, 0, 25:65] = torch.tensor([centre(5), centre(5), 1.0])            # every finger bone has length 0
+    target, _ = clean_and_as_dense(kp)
+    assert target[0, 25, 5, 5] == 1 and target[0, 64, 5, 5] == 1
+    assert target[0, 135:].abs().sum() == 0
+
+
+def test_nan_and_infinite_coordinates_are_not_drawn():
+    kp = people(2, value=1)
     kp[0, 0, :, :2] = torch.rand(135, 2) * 80
-    kp[0, 0, 25:, 2] = 2                                                  # person 0: body and feet only
-    kp[0, 0, 3, 0] = float("nan")                                         # NaN coordinate
+    kp[0, 0, 3, 0] = float("nan")
     kp[0, 0, 4, 1] = float("inf")
-    kp[0, 1, :, :2] = torch.rand(135, 2) * 4000 - 2000                    # mostly far outside the image
-    kp[0, 1, 0, :2] = torch.tensor([1e30, -1e30])
-    kp[0, 2, :, 2] = 2
-    kp[0, 2, 25:65] = torch.tensor([centre(5), centre(5), 1.0])            # every hand limb has zero length
-    kp[0, 3, :, 2] = float("nan")                                         # NaN visibility
-    target, weight = run(kp)
-    assert torch.isfinite(target).all() and torch.isfinite(weight).all()
+    kp[0, 1, :, 2] = float("nan")                                         # NaN visibility: not drawn either
+    kp[0, 1, :, :2] = float("nan")
+    target, _ = clean_and_as_dense(kp)
     assert target[0, 3].abs().sum() == 0 and target[0, 4].abs().sum() == 0
-    assert target[0, 135:].abs().max() <= 1 + 1e-6
-    assert target[0, 25, 5, 5] == 1 and target[0, 135 + 2 * pair(25, 26)].abs().sum() == 0
-    ref_kp = kp.clone()
-    ref_target, ref_weight = dense_targets(ref_kp, ALL[None], torch.zeros(1, 10, 12), (80, 96))
-    torch.testing.assert_close(target, ref_target, atol=1e-5, rtol=0)
-    torch.testing.assert_close(weight, ref_weight, atol=1e-5, rtol=0)
+    assert target[0, 135 + 2 * pair(1, 3)].abs().sum() == 0 and target[0, 0].max() > 0
 
 
 def test_nan_in_ignore_counts_as_ignored():
