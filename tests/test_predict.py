@@ -1,0 +1,140 @@
+"""predict: every model kind loads; people come back in original-image pixels; bad images are skipped."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize
+from torch import nn
+
+from datamodules.augment import resize_for_eval
+from src.bench.scenes import crowd
+from src.export import build_network, export
+from src.predict import config, predict
+from src.targets import Targets
+
+ROOT = Path(__file__).resolve().parents[1]
+HEIGHT = 240
+
+
+class FixedMaps(nn.Module):
+    """A stand-in network that always answers with the same maps: the ground truth of the test image (a
+    network with random weights would find nobody)."""
+
+    def __init__(self, maps: torch.Tensor):
+        super().__init__()
+        self.register_buffer("maps", maps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maps
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """A folder with two images of people (one repeated under a numeric name), a corrupt JPEG and a text
+    file; a TorchScript model answering with the first image's ground-truth maps; the people's keypoints."""
+    root = tmp_path_factory.mktemp("predict")
+    images = root / "images"
+    images.mkdir()
+    image, people = crowd(2, (300, 400), seed=5)
+    cv2.imwrite(str(images / "crowd.png"), image)
+    cv2.imwrite(str(images / "000000000042.png"), image)
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (images / "notes.txt").write_text("not an image")
+    net_in = resize_for_eval(image, {"people": []}, None, HEIGHT)
+    kp = people.copy()
+    kp[..., :2] = kp[..., :2] * net_in["scale"] + net_in["offset"]
+    maps, _ = Targets()(torch.from_numpy(kp)[None], torch.ones(1, 135, dtype=torch.bool), None,
+                        net_in["image"].shape[:2])
+    model = root / "fixed.pt"
+    torch.jit.script(FixedMaps(maps)).save(str(model))
+    return images, model, people
+
+
+def _run(model, images, out, **extra):
+    args = [f"model={model}", f"input={images}", f"out={out}", f"height={HEIGHT}", "progress=false"]
+    return predict(config(args + [f"{k}={v}" for k, v in extra.items()]))
+
+
+def test_people_in_original_pixels_and_bad_files_skipped(scene, tmp_path):
+    images, model, people = scene
+    summary = _run(model, images, tmp_path)
+    assert summary == {"processed": 2, "skipped": 1, "people": 4, "out": str(tmp_path)}
+    doc = json.loads((tmp_path / "crowd_keypoints.json").read_text())
+    assert doc["version"] == 1.3 and len(doc["people"]) == 2
+    found = np.array([p["pose_keypoints_2d"] for p in doc["people"]]).reshape(2, 135, 3)
+    assert len(doc["people"][0]["hand_left_keypoints_2d"]) == 63
+    # match decoded people to drawn ones by nose position, then compare every body and foot point
+    order = [int(np.argmin(np.linalg.norm(people[:, 0, :2] - f[0, :2], axis=1))) for f in found]
+    assert sorted(order) == [0, 1]
+    err = np.linalg.norm(found[:, :25, :2] - people[order, :25, :2], axis=2)
+    assert (found[:, :25, 2] > 0).all() and err.max() < 3.0  # original px (maps made at 0.8x)
+    records = json.loads((tmp_path / "results_wholebody.json").read_text())
+    assert sorted({r["image_id"] for r in records}) == [1, 3]  # positions: not every stem is a number
+    assert len(records[0]["keypoints"]) == 51 and len(records[0]["face_kpts"]) == 204
+    listing = json.loads((tmp_path / "images.json").read_text())
+    assert listing["skipped"][0]["file"].endswith("broken.jpg")
+    overlay = cv2.imread(str(tmp_path / "crowd_overlay.png"))
+    assert overlay.shape == (300, 400, 3)
+    assert (overlay != cv2.imread(str(images / "crowd.png"))).any(axis=2).sum() > 500  # skeletons drawn
+
+
+def test_multiscale_averages_the_scales(scene, tmp_path):
+    images, model, people = scene
+    # the fixed maps ignore the input size, so a second scale must be told its factor: 1 and 1 again
+    summary = _run(model, images / "000000000042.png", tmp_path, scales="[1.0,1.0]")
+    assert summary["processed"] == 1 and summary["people"] == 2
+    records = json.loads((tmp_path / "results_wholebody.json").read_text())
+    assert {r["image_id"] for r in records} == {42}  # a numeric stem is the COCO image id
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    with initialize(version_base="1.3", config_path="../conf"):
+        model_cfg = compose("export", overrides=["model=tiny"]).model
+    net, cfg = build_network(model_cfg)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.ckpt"
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+                "hyper_parameters": {"net": cfg}}, path)
+    return path
+
+
+def test_checkpoint_and_onnx_models_run(scene, tiny_checkpoint, tmp_path):
+    images, _, _ = scene
+    onnx_file = tmp_path / "tiny.onnx"
+    export(None, "onnx", onnx_file, ckpt_path=tiny_checkpoint, check_sizes=[[240, 320]])
+    for model in (tiny_checkpoint, onnx_file):
+        out = tmp_path / model.suffix[1:]
+        summary = _run(model, images / "crowd.png", out)
+        assert summary["processed"] == 1
+        assert json.loads((out / "crowd_keypoints.json").read_text())["version"] == 1.3
+
+
+def test_bad_arguments_are_named(scene, tmp_path):
+    images, model, _ = scene
+    with pytest.raises(FileNotFoundError, match="model: no file"):
+        _run(tmp_path / "none.onnx", images, tmp_path)
+    (tmp_path / "weights.bin").write_bytes(b"0")
+    with pytest.raises(ValueError, match="neither a checkpoint"):
+        _run(tmp_path / "weights.bin", images, tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images"):
+        _run(model, tmp_path / "empty", tmp_path)
+    with pytest.raises(ValueError, match="give input="):
+        config([f"model={model}"])
+
+
+def test_cli_reports_skips_and_fails_when_nothing_is_readable(scene, tmp_path):
+    images, model, _ = scene
+    cmd = [sys.executable, "-m", "src.predict", f"model={model}", f"out={tmp_path}", f"height={HEIGHT}"]
+    ok = subprocess.run(cmd + [f"input={images}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "2 images, 4 people, 1 skipped" in ok.stdout and "broken.jpg" in ok.stderr
+    bad = subprocess.run(cmd + [f"input={images / 'broken.jpg'}"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode != 0 and "no image could be read" in bad.stderr
