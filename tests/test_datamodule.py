@@ -167,6 +167,18 @@ def test_bad_samples_are_skipped_and_counted(root):
     assert dm.skipped_samples == sum(int(b["skipped"]) for b in batches) >= 2
 
 
+def test_truncated_shard_is_counted_and_training_goes_on(tmp_path):
+    paths = write_source(tmp_path, "cut", n=8, shards=2, size=(24, 24))
+    data = paths[1].read_bytes()
+    paths[1].write_bytes(data[: len(data) // 2 + 700])  # a shard cut off mid-member
+    dm = WholeBodyDataModule(
+        {"cut": {"probability": 1, "policy": "body"}}, root=str(tmp_path), crop=16, batch_size=2,
+        batches_per_epoch=20, num_workers=0, shuffle_buffer=1)
+    with pytest.warns(UserWarning, match="skipping a bad sample"):
+        batches = list(dm.train_dataloader())
+    assert len(batches) == 20 and sum(int(b["skipped"]) for b in batches) >= 1
+
+
 def test_validation_reads_each_image_once_and_counts_the_bad_one(root):
     dm = _dm(root, val={"a": {"policy": "body"}}, val_batch_size=2, val_size=32, val_num_workers=0)
     dm.setup("validate")
