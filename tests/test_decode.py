@@ -222,6 +222,19 @@ def test_filter_thresholds_and_fallback():
     assert decode(render(kp, (256, 256)), (256, 256), Decoder(fallback_min_parts=3)) == []
 
 
+def test_face_fragments_join_their_person():
+    """Without NoseLower2 (98) the mouth and nostrils link to nothing but each other: face-only fragments,
+    merged back into the person whose face box holds them (§7.5 step 3)."""
+    rng = np.random.default_rng(1)
+    kp = np.stack([random_person(rng, 200, (90, 130)), random_person(rng, 200, (190, 130))])
+    kp[:, 98, 2] = 2
+    people = decode(render(kp, (288, 288)), (288, 288))
+    assert len(people) == 2
+    dist = match(kp, people)
+    assert np.isfinite(dist[:, 113:133]).all() and np.isfinite(dist[:, [96, 97, 99, 100]]).all()
+    assert np.isfinite(dist).sum() == 2 * 134 and (dist[np.isfinite(dist)] < 3).all()
+
+
 # -- bad input ----------------------------------------------------------------------------------------------
 def test_nan_maps_count_as_zero(scene):
     kp, maps, _, _ = scene
