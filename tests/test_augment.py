@@ -183,3 +183,17 @@ def test_resize_for_eval_maps_back():
     assert np.allclose(back, pts[0], atol=1e-4)
     assert np.allclose(out["ignore"][:, -1], 6 / 8, atol=0.01)  # 6 of the last cell's 8 columns are padding
     assert out["ignore"][:, :-1].max() == 0.0
+
+
+def test_seeded_and_photometric():
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    meta = _meta([person((80, 60), 100, ("body",), rng)])
+    runs = []
+    for photometric in (0.0, 0.0, 1.0):
+        aug = Augment(Policy.make("body"), size=64, photometric=photometric)
+        aug.seed(11)
+        runs.append(aug(image, meta))
+    assert np.array_equal(runs[0]["image"], runs[1]["image"])  # same seed, same crop
+    assert np.array_equal(runs[0]["keypoints"], runs[2]["keypoints"])  # colour jitter moves no point
+    assert not np.array_equal(runs[0]["image"], runs[2]["image"])
