@@ -172,13 +172,14 @@ class Targets:
         d2 = torch.where(inside, d2, torch.inf)                                     # off the grid: no support
         expo = ((d2[:, 0, None, :] + d2[:, 1, :, None]) / (2 * sigma[k, None, None] ** 2)).view(-1)
         sel = (expo <= LN100).nonzero().squeeze(1)                                  # [M] support cells
-        point, cell = sel // (size * size), sel % (size * size)
-        gx = cells[point, 0, cell % size].long()
-        gy = cells[point, 1, cell // size].long()
-        idx = ((b * NUM_CHANNELS + k) * h)[point] * w + gy * w + gx
-        target_flat.scatter_reduce_(0, idx, torch.exp(-expo[sel]), reduce="amax")
-        support_w = torch.where(sigma < SIGMA_BODY, self.small_weight, 1.0)
-        weight_flat.scatter_(0, idx, support_w[k[point]])
+        point = torch.div(sel, size * size, rounding_mode="floor")
+        corner = ((b * NUM_CHANNELS + k) * h + first[:, 1].long()) * w + first[:, 0].long()   # window origin
+        steps = torch.arange(size, device=device)
+        offsets = (steps[:, None] * w + steps).view(-1)                            # window cell -> offset
+        idx = corner.index_select(0, point) + offsets.index_select(0, sel - point * (size * size))
+        target_flat.scatter_reduce_(0, idx, torch.exp(-expo.index_select(0, sel)), reduce="amax")
+        support_w = torch.where(sigma < SIGMA_BODY, self.small_weight, 1.0)[k]
+        weight_flat.scatter_(0, idx, support_w.index_select(0, point))
 
     # -- §3.3 PAFs -----------------------------------------------------------------------------------------
     def _pafs(self, xy, draw, target_flat, weight_flat, h, w):
@@ -209,18 +210,19 @@ class Targets:
             return
         plane = h * w
         corner = (b * NUM_CHANNELS + NUM_KEYPOINTS + 2 * k) * plane + lo[:, 1].long() * w + lo[:, 0].long()
-        ints = torch.stack([span[:, 0], torch.cumsum(count, 0) - count, corner], 1)   # [S, 3]
-        floats = torch.cat([lo, a, u], 1)                                             # [S, 6]
+        ints = torch.stack([span[:, 0], torch.cumsum(count, 0) - count, corner])     # [3, S]
+        floats = torch.cat([lo, a, u], 1).T.contiguous()                              # [6, S]
         seg = torch.repeat_interleave(torch.arange(len(k), device=device), count, output_size=total)
-        ints, floats = ints.index_select(0, seg), floats.index_select(0, seg)        # per cell of every box
-        local = torch.arange(total, device=device) - ints[:, 1]
-        row = torch.div(local, ints[:, 0], rounding_mode="floor")
-        col = local - row * ints[:, 0]
-        rel_x = floats[:, 0] + col.float() - floats[:, 2]                            # cell - A, grid units
-        rel_y = floats[:, 1] + row.float() - floats[:, 3]
-        near = (rel_x * floats[:, 5] - rel_y * floats[:, 4]).abs() <= thr
-        hit = near.nonzero().squeeze(1)
-        xidx, ux, uy = (ints[:, 2] + row * w + col)[hit], floats[hit, 4], floats[hit, 5]
+        width, start, corner = ints.index_select(1, seg)                              # per cell of every box
+        lo_x, lo_y, a_x, a_y, u_x, u_y = floats.index_select(1, seg)
+        local = torch.arange(total, device=device) - start
+        row = torch.div(local, width, rounding_mode="floor")
+        col = local - row * width
+        rel_x = lo_x + col.float() - a_x                                              # cell - A, grid units
+        rel_y = lo_y + row.float() - a_y
+        hit = ((rel_x * u_y - rel_y * u_x).abs() <= thr).nonzero().squeeze(1)
+        xidx = (corner + row * w + col).index_select(0, hit)
+        ux, uy = u_x.index_select(0, hit), u_y.index_select(0, hit)
         weight_flat.index_fill_(0, xidx, 0.0)                                        # W's x channel counts
         weight_flat.index_add_(0, xidx, torch.ones_like(ux))
         share = 1.0 / weight_flat.index_select(0, xidx)
