@@ -39,15 +39,18 @@ def make_seed(*parts) -> int:
 
 class Counter:
     """Samples dropped in this process (corrupt tar member, undecodable image, bad json); ``take()`` returns
-    the count since the last call. The first few are reported as warnings."""
+    the count since the last call. The first few are reported as warnings; ``streak`` bad samples in a row
+    from one source (nothing readable left) stop the run with an error instead of looping forever."""
 
-    def __init__(self, report: int = 5):
-        self.total, self._taken, self._report = 0, 0, report
+    def __init__(self, report: int = 5, streak: int = 1000):
+        self.total, self._taken, self._report, self._streak = 0, 0, report, streak
 
-    def bad(self, exc: BaseException) -> None:
+    def bad(self, exc: BaseException, streak: int = 0, source: str = "?") -> None:
         self.total += 1
         if self.total <= self._report:
             warnings.warn(f"skipping a bad sample: {exc}", stacklevel=2)
+        if streak >= self._streak:
+            raise RuntimeError(f"data source {source!r}: {streak} bad samples in a row, the last: {exc}")
 
     def handler(self, exc: BaseException) -> bool:
         """A webdataset ``handler``: count and continue."""

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
+import numpy as np
 import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
@@ -73,12 +74,13 @@ class Backgrounds:
     """Padding patches from the background source: each decoded image serves ``reuse`` crops (spec §4.3
     step 7 draws a fresh crop and flip each time), since decoding dominates the loader's cost."""
 
-    def __init__(self, raw: Iterator[dict], size: int, reuse: int, seed: int, counter: Counter):
-        self.raw, self.size, self.reuse, self.counter = raw, size, max(1, reuse), counter
+    def __init__(self, raw: Iterator[dict], size: int, reuse: int, seed: int, counter: Counter, name: str):
+        self.raw, self.size, self.reuse, self.counter, self.name = raw, size, max(1, reuse), counter, name
         self.rng = random.Random(seed)
         self.image, self.left = None, 0
 
-    def next(self):
+    def next(self) -> np.ndarray:
+        streak = 0
         while self.left == 0:
             r = next(self.raw)
             try:
@@ -88,7 +90,8 @@ class Backgrounds:
                 self.image = background_canvas(decode(r, reduce)[0], self.size)
                 self.left = self.reuse
             except DATA_ERRORS as exc:
-                self.counter.bad(exc)
+                streak += 1
+                self.counter.bad(exc, streak, self.name)
         self.left -= 1
         return background_patch(self.image, self.size, self.rng)
 
@@ -118,7 +121,7 @@ class TrainStream(IterableDataset):
             raw = raw_stream(self.padding.urls, rank, world, make_seed(self.seed, "pad", *where), counter,
                              self.shuffle)
             backgrounds = Backgrounds(raw, self.crop, self.background_reuse,
-                                      make_seed(self.seed, "bg", *where), counter)
+                                      make_seed(self.seed, "bg", *where), counter, self.padding.name)
         streams = [self._samples(s, rank, world, where, counter, backgrounds) for s in self.sources]
         probs = [s.probability for s in self.sources]
         if self.mix == "per_batch":
@@ -135,13 +138,15 @@ class TrainStream(IterableDataset):
         augment.seed(make_seed(self.seed, "aug", spec.name, *where) % 2**32)
         raw = raw_stream(spec.urls, rank, world, make_seed(self.seed, spec.name, *where), counter,
                          self.shuffle)
-        background_only = spec.policy == "background"
+        background_only, streak = spec.policy == "background", 0
         for r in raw:
             try:
                 image, meta, ignore = decode(r)
                 out = augment(image, meta, ignore, backgrounds.next() if backgrounds else None)
+                streak = 0
             except DATA_ERRORS as exc:
-                counter.bad(exc)
+                streak += 1
+                counter.bad(exc, streak, spec.name)
                 continue
             out.update(key=r["__key__"], source=spec.name,
                        labelled=labelled_of(out["groups"], background_only))

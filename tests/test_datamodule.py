@@ -179,6 +179,14 @@ def test_truncated_shard_is_counted_and_training_goes_on(tmp_path):
     assert len(batches) == 20 and sum(int(b["skipped"]) for b in batches) >= 1
 
 
+def test_a_source_with_nothing_readable_stops_with_its_name(tmp_path):
+    write_source(tmp_path, "junk", n=3, shards=1, size=(24, 24), corrupt={0: "image", 1: "json", 2: "image"})
+    dm = WholeBodyDataModule({"junk": {"probability": 1, "policy": "body"}}, root=str(tmp_path), crop=16,
+                             batch_size=2, batches_per_epoch=2, num_workers=0, shuffle_buffer=1)
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="'junk': 1000 bad samples in a row"):
+        list(dm.train_dataloader())
+
+
 def test_validation_reads_each_image_once_and_counts_the_bad_one(root):
     dm = _dm(root, val={"a": {"policy": "body"}}, val_batch_size=2, val_size=32, val_num_workers=0)
     dm.setup("validate")
