@@ -25,6 +25,10 @@ from src.skeleton import NUM_KEYPOINTS, NUM_PAIRS, PAIRS_A, PAIRS_B, SIGMA_BODY,
 NUM_CHANNELS = NUM_KEYPOINTS + 2 * NUM_PAIRS
 LN100 = 4.6052
 """The released truncation constant: a Gaussian is written where d^2 / 2 sigma^2 <= ln 100 (value >= 1%)."""
+GROUP_BODY = slice(0, 17)
+"""A source labelling all of these is COCO-like: ``paper`` trains its missing channels as background."""
+FAR = 1e6
+"""Coordinates beyond this many input pixels are treated as missing points."""
 
 
 class Targets:
@@ -239,7 +243,3 @@ def draw_mask(keypoints: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
     xy_ok = (keypoints[..., :2].abs() <= FAR).all(dim=-1)                           # False for NaN and inf
     return (v >= 0) & (v <= 1) & xy_ok & labelled[:, None, :]
 
-
-GROUP_BODY = slice(0, 17)
-FAR = 1e6
-"""Coordinates beyond this many input pixels are treated as missing points."""
