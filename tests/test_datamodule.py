@@ -10,9 +10,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from shard_helpers import write_source
+from shard_helpers import sample, write_source
 
 from datamodules.mixing import batch_source
+from datamodules.samples import decode
 from datamodules.wholebody import WholeBodyDataModule
 from src.targets import Targets
 
@@ -185,6 +186,19 @@ def test_a_source_with_nothing_readable_stops_with_its_name(tmp_path):
                              batch_size=2, batches_per_epoch=2, num_workers=0, shuffle_buffer=1)
     with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="'junk': 1000 bad samples in a row"):
         list(dm.train_dataloader())
+
+
+def test_non_finite_keypoints_become_unlabelled():
+    kps = np.zeros((135, 3), np.float32)
+    kps[:, 2] = 4
+    kps[0] = (np.nan, 5, 1)
+    kps[1] = (3, np.inf, 0)
+    kps[2] = (3, 4, 1)
+    raw = sample("k", 1, "a", ["body"], [{"keypoints": kps.tolist(), "bbox": [0, 0, 9, 9], "center": [4, 4],
+                                          "scale": 9}], np.zeros((12, 12, 3), np.uint8))
+    _, meta, _ = decode(raw)
+    out = meta["people"][0]["keypoints"]
+    assert out[:3].tolist() == [[0, 0, 2], [0, 0, 2], [3, 4, 1]] and (out[3:, 2] == 4).all()
 
 
 def test_validation_reads_each_image_once_and_counts_the_bad_one(root):
