@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
 
+from datamodules.streams import keep_freed_memory
 from src.skeleton import NUM_KEYPOINTS, labelled_keypoints
 from src.targets import Targets
 
@@ -85,10 +87,9 @@ def _median_ms(fn, repeats: int) -> tuple[float, float]:
     return 1000 * statistics.median(wall), 1000 * statistics.median(cpu)
 
 
-def run(repeats: int = 15) -> dict:
-    """Times the default ``Targets`` on one thread. The outputs are 2 x 439 x 60 x 60 float32 per sample; a
-    fresh 63 MB tensor faults in 4 KB pages unless torch is started with ``THP_MEM_ALLOC_ENABLE=1``
-    (reported as ``targets_thp``), which is most of the difference between the two settings."""
+def measure(repeats: int = 15, mixed: bool = True) -> dict:
+    """Times the default ``Targets`` in this process, on one thread (the mixed-source scene too when
+    ``mixed``), and a memcpy of the outputs' size for the bound."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -97,7 +98,8 @@ def run(repeats: int = 15) -> dict:
         targets = Targets()
         ignore = torch.zeros(BATCH, *targets.grid_size((SIZE, SIZE)))
         out = {}
-        for name, (points, labelled) in {"": (kp, everything), "mixed_": mixed_sources(kp)}.items():
+        scenes = {"": (kp, everything)} | ({"mixed_": mixed_sources(kp)} if mixed else {})
+        for name, (points, labelled) in scenes.items():
             call = lambda p=points, l=labelled: targets(p, l, ignore, (SIZE, SIZE))  # noqa: E731, E741
             target, weight = call()                                                 # warm-up
             wall, cpu = _median_ms(call, repeats)
@@ -110,12 +112,25 @@ def run(repeats: int = 15) -> dict:
         bytes_per_ms = src.numel() * src.element_size() / copy_ms
     finally:
         torch.set_num_threads(threads)
-    return out | {
-        "targets_write_bound_ms": round(out_bytes / bytes_per_ms, 3),
-        "targets_memcpy_gb_per_s": round(bytes_per_ms / 1e6, 2),
-        "targets_thp": os.environ.get("THP_MEM_ALLOC_ENABLE", "0") == "1",
-    }
+    return out | {"targets_write_bound_ms": round(out_bytes / bytes_per_ms, 3),
+                  "targets_memcpy_gb_per_s": round(bytes_per_ms / 1e6, 2)}
+
+
+def run(repeats: int = 15) -> dict:
+    """The targets' numbers as a loader worker sees them (a fresh process that keeps freed memory, as
+    ``datamodules.streams.keep_freed_memory`` sets up every worker), plus
+    ``targets_fresh_pages_ms_per_sample`` measured here, where each call's two 63 MB outputs fault in new
+    4 KB pages (the difference is the kernel's page-fault cost, not the targets' work)."""
+    worker = subprocess.run([sys.executable, "-m", "src.bench.targets", "--as-worker", str(repeats)],
+                            capture_output=True, text=True, check=True)
+    out = json.loads(worker.stdout.strip().splitlines()[-1])
+    here = measure(repeats, mixed=False)
+    return out | {"targets_fresh_pages_ms_per_sample": here["targets_ms_per_sample"]}
 
 
 if __name__ == "__main__":
-    print(json.dumps(run()))
+    if sys.argv[1:2] == ["--as-worker"]:
+        keep_freed_memory()
+        print(json.dumps(measure(int(sys.argv[2]))))
+    else:
+        print(json.dumps(run()))
