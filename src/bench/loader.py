@@ -5,7 +5,8 @@ Shards are generated first (640x480 JPEGs of smooth colour fields, shapes and gr
 1-4 people 60-400 px tall with body + foot labelled; a third with an ignore mask; a background source).
 Throughput is samples per CPU-second (user + system) of one DataLoader worker process, i.e. the rate of
 one core, so it does not depend on what else the machine runs (the wall-clock rate is given beside it). It
-includes the worker's copy of every batch into shared memory, which is most of the cost of worker targets.
+includes the worker's copy of every batch into shared memory, which is most of the cost of worker targets;
+the ``*_compute_*`` figures iterate the same stream in this process (the work without that copy).
 
 ``python -m src.bench.loader`` prints one JSON line; ``run()`` returns the dict for ``python -m src.bench``.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import psutil
+import torch
 import webdataset as wds
 
 from datamodules.wholebody import WholeBodyDataModule
@@ -85,6 +87,17 @@ def _datamodule(root: Path, workers: int = 0, targets=None) -> WholeBodyDataModu
                                targets_on="worker" if targets is not None else "device")
 
 
+def compute_rate(root: Path, batches: int, targets=None) -> float:
+    """Samples per CPU-second of the same stream iterated in this process: the work alone, no IPC."""
+    torch.set_num_threads(1)
+    stream = iter(_datamodule(root, targets=targets).train_dataset())
+    next(stream)
+    cpu = time.process_time()
+    for _ in range(batches):
+        next(stream)
+    return batches * BATCH / (time.process_time() - cpu)
+
+
 def measure(root: Path, batches: int, targets=None) -> tuple[float, float, float]:
     """One loader worker (a real DataLoader process, so the copy of each batch into shared memory counts):
     (samples per CPU-second of the worker, samples per wall-second, the worker's peak RSS in MiB)."""
@@ -114,6 +127,8 @@ def run(batches: int = 30) -> dict:
             "loader_worker_peak_rss_mib": round(plain[2], 1),
             "loader_targets_worker_peak_rss_mib": round(with_targets[2], 1),
             "loader_samples_per_s_one_worker_wall": round(plain[1], 1),
+            "loader_compute_samples_per_s_per_core": round(compute_rate(root, batches), 1),
+            "loader_targets_compute_samples_per_s_per_core": round(compute_rate(root, batches, Targets()), 1),
             "loader_bench": f"{CROP}x{CROP} crops, batch {BATCH}, 640x480 JPEG ~{jpeg_bytes // 1000} kB, "
                             f"1-4 people, background padding; rates per CPU-second of one loader worker",
         }
