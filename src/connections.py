@@ -6,10 +6,10 @@ dot product with unit(AB) and keeping the samples above ``inter_threshold``. The
 than ``inter_min_above`` of the samples are kept (score = their mean); a very close pair
 (``|AB| < sqrt(HW)/150``) gets ``peak_threshold + 1e-6``; anything else scores 0.
 
-All pairs of all types are one flat batch. Most candidates join two different people and fail at once, so two
-of the n samples are read first (the middle one, then a quarter of the way for those still alive): a pair
-already missing more samples than the rule allows is settled there, and only the rest read all of theirs. The
-result is the same as reading every sample.
+All pairs of all types are one flat batch. Most candidates join two different people and fail at once, so
+three of the n samples are read first (the middle one; then, for those still alive, those a quarter and three
+quarters of the way): a pair already missing more samples than the rule allows is settled there, and only
+the rest read all of theirs. The result is the same as reading every sample.
 """
 
 from __future__ import annotations
@@ -85,12 +85,13 @@ def score_connections(pafs: torch.Tensor, peaks: Peaks, peak_threshold: float = 
         at = base[i] + y * w + x
         return take(flat, at) * ux[i] + take(flat, at + h * w) * uy[i]
 
-    # Samples n//2 (of every pair), then n//4 (of those still alive) settle most candidates: a pair missing
-    # more samples than the rule allows is rejected without reading the rest.
+    # Samples n/2 (of every pair), then n/4 and 3n/4 (of those still alive) settle most candidates: a pair
+    # missing more samples than the rule allows is rejected without reading the rest.
     misses = (~(dots(slice(None), n // 2) > inter_threshold)).astype(np.int64)
     alive = np.nonzero((misses <= n - need) & (norm > 1e-6))[0]
-    misses[alive] += ~(dots(alive, n[alive] // 4) > inter_threshold)
-    alive = alive[misses[alive] <= n[alive] - need[alive]]
+    for quarter in (1, 3):
+        misses[alive] += ~(dots(alive, quarter * n[alive] // 4) > inter_threshold)
+        alive = alive[misses[alive] <= n[alive] - need[alive]]
     score = np.zeros(len(k), np.float32)
     if len(alive):
         pair = np.repeat(alive, n[alive])

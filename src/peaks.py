@@ -55,28 +55,34 @@ def take(flat: torch.Tensor, index: np.ndarray) -> np.ndarray:
 
 
 def _seeds(coarse: torch.Tensor, threshold: float, max_peaks: int) -> np.ndarray:
-    """``[N, 3]`` (part, gy, gx) of the cells of the stride-sampled maps above half the threshold (a bicubic
-    peak can rise above the samples around it) and >= their 4 direct neighbours (not the diagonal ones: a
-    weaker peak a cell or so away from a stronger one keeps its seed more often). At most ``max_peaks`` per
-    part, the highest."""
+    """``[N, 3]`` (part, y, x) seeds in grid units: the cells of the stride-sampled maps above half the
+    threshold (a bicubic peak can rise above the samples around it) and >= their 4 direct neighbours (not the
+    diagonal ones: a weaker peak a cell or so away from a stronger one keeps its seed more often), moved by
+    a parabola through each row and column of 3 (so the climb starts a pixel or two from its top). At most
+    ``max_peaks`` per part, the highest."""
     k, h, w = coarse.shape
-    c = coarse.detach().float().cpu().contiguous().numpy()
+    c = coarse.detach().float().cpu().contiguous().numpy().reshape(-1)
     idx = np.flatnonzero(c > threshold / 2)
-    value = c.reshape(-1)[idx]
+    value = c[idx]
     part, gy, gx = idx // (h * w), idx // w % h, idx % w
-    keep = np.ones(len(idx), bool)
+    near = []
     for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
         ny, nx = gy + dy, gx + dx
         inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
-        other = np.nan_to_num(c.reshape(-1)[np.where(inside, idx + dy * w + dx, idx)])
-        keep &= ~inside | (value >= other)
+        near.append(np.where(inside, np.nan_to_num(c[np.where(inside, idx + dy * w + dx, idx)]), value))
+    up, down, left, right = near
+    keep = (value >= up) & (value >= down) & (value >= left) & (value >= right)
+    if np.bincount(part[keep], minlength=1).max() > max_peaks:  # a flat or noisy map: the best seeds only
+        order = np.nonzero(keep)[0][np.lexsort((-value[keep], part[keep]))]
+        keep = np.zeros_like(keep)
+        keep[order[np.arange(len(order)) - np.searchsorted(part[order], part[order]) < max_peaks]] = True
     part, gy, gx, value = part[keep], gy[keep], gx[keep], value[keep]
-    if len(part) and np.bincount(part).max() > max_peaks:       # a flat or noisy map: the best seeds only
-        order = np.lexsort((-value, part))
-        part, gy, gx = part[order], gy[order], gx[order]
-        best = np.arange(len(part)) - np.searchsorted(part, part) < max_peaks
-        part, gy, gx = part[best], gy[best], gx[best]
-    return np.stack([part, gy, gx], 1)
+
+    def vertex(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        curve = a[keep] - 2 * value + b[keep]
+        return np.where(curve < 0, 0.5 * (a[keep] - b[keep]) / np.minimum(curve, -1e-12), 0.0).clip(-0.5, 0.5)
+
+    return np.stack([part, gy + vertex(up, down), gx + vertex(left, right)], 1)
 
 
 _DY = np.array([-1, -1, -1, 0, 0, 0, 1, 1, 1])   # the 3x3 square in raster order, centre at 4
@@ -138,9 +144,9 @@ def find_peaks(heatmaps: torch.Tensor, threshold: float = 0.05, max_peaks: int =
         coarse = heatmaps[:, stride // 2::stride, stride // 2::stride]
     seeds = _seeds(coarse, threshold, max_peaks)
     flat = heatmaps.reshape(-1)
-    part = seeds[:, 0]
-    y = np.clip(seeds[:, 1] * stride + stride // 2, 0, h - 1)
-    x = np.clip(seeds[:, 2] * stride + stride // 2, 0, w - 1)
+    part = seeds[:, 0].astype(np.int64)
+    y = np.clip(np.rint(seeds[:, 1] * stride + stride / 2 - 0.5), 0, h - 1).astype(np.int64)
+    x = np.clip(np.rint(seeds[:, 2] * stride + stride / 2 - 0.5), 0, w - 1).astype(np.int64)
     y, x, vals = _climb(flat, part * (h * w), y, x, (h, w), 2 * stride)
     centre = vals[:, 4:5]
     strict = (centre[:, 0] > threshold) & (vals[:, :4] < centre).all(1) & (vals[:, 5:] <= centre).all(1)

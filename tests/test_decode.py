@@ -177,6 +177,18 @@ def test_decode_entry_point_hydra_config_and_scales(scene):
     assert np.isfinite(match(kp, two)).sum() > 0.95 * np.isfinite(match(kp, one)).sum()
 
 
+def test_resize_equals_torch_bicubic():
+    maps = torch.rand(439, 9, 11)
+    bicubic = lambda f: torch.nn.functional.interpolate(maps[None], scale_factor=f, mode="bicubic")[0]  # noqa: E731
+    ref = bicubic(8.0)
+    dec = Decoder()
+    assert torch.allclose(dec.resize(maps, (72, 88)), ref, atol=1e-5)
+    assert torch.allclose(dec.resize(maps, (70, 85)), ref[:, :70, :85], atol=1e-5)      # cropped
+    padded = dec.resize(maps, (80, 96))
+    assert torch.allclose(padded[:, :72, :88], ref, atol=1e-5) and not padded[:, 72:].any()
+    assert torch.allclose(dec.resize(maps, (144, 176), scales=[0.5]), bicubic(16.0), atol=1e-5)
+
+
 # -- spec §7 rules on small hand-made maps ------------------------------------------------------------------
 def test_paf_rule_95_percent_and_close_pairs():
     h, w = 64, 96

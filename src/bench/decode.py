@@ -2,14 +2,14 @@
 figures, rendered by src.targets) -> people.
 
 ``decode_ms_10_people``: peaks, PAF scoring, assembly and filtering (``Decoder.decode_resized``), the resize
-excluded; ``resize_ms``: the bicubic upsampling of the 439 maps from 60x80 to 480x640 beside it. Medians of
-several runs. ``python -m src.bench.decode`` prints one JSON line; ``run()`` returns the dict.
+excluded; ``resize_ms``: the bicubic upsampling of the 439 maps from 60x80 to 480x640 beside it. Each is the
+fastest of several runs (the least disturbed by other work on a shared machine).
+``python -m src.bench.decode`` prints one JSON line; ``run()`` returns the dict.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
 import time
 
 import torch
@@ -22,17 +22,17 @@ from src.targets import Targets
 PEOPLE, SIZE = 10, (480, 640)
 
 
-def _median_ms(fn, repeats: int) -> float:
+def _best_ms(fn, repeats: int) -> float:
     fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * min(times)
 
 
-def run(repeats: int = 15) -> dict:
+def run(repeats: int = 20) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -43,8 +43,8 @@ def run(repeats: int = 15) -> dict:
         decoder = Decoder()
         fine = decoder.resize(maps, SIZE)
         found = len(decoder.decode_resized(fine, maps[:NUM_KEYPOINTS]))
-        decode_ms = _median_ms(lambda: decoder.decode_resized(fine, maps[:NUM_KEYPOINTS]), repeats)
-        resize_ms = _median_ms(lambda: decoder.resize(maps, SIZE), max(3, repeats // 5))
+        decode_ms = _best_ms(lambda: decoder.decode_resized(fine, maps[:NUM_KEYPOINTS]), repeats)
+        resize_ms = _best_ms(lambda: decoder.resize(maps, SIZE), max(3, repeats // 5))
     finally:
         torch.set_num_threads(threads)
     return {"decode_ms_10_people": round(decode_ms, 2), "resize_ms": round(resize_ms, 1),
