@@ -8,7 +8,6 @@ the network on the ``meta`` device (nothing is computed); it counts 2 FLOPs per 
 from __future__ import annotations
 
 import copy
-import statistics
 import time
 
 import torch
@@ -36,7 +35,8 @@ def _sync(device: torch.device) -> None:
 
 
 def time_call(fn, device: torch.device | str = "cpu", warmup: int = 1, repeats: int = 3) -> float:
-    """Median wall time of ``fn()`` in milliseconds after ``warmup`` untimed calls (CUDA synchronised)."""
+    """Best (minimum) wall time of ``fn()`` over ``repeats`` calls in milliseconds, after ``warmup`` untimed
+    calls (CUDA synchronised). The minimum is the figure least disturbed by other work on a shared machine."""
     device = torch.device(device)
     for _ in range(warmup):
         fn()
@@ -47,12 +47,12 @@ def time_call(fn, device: torch.device | str = "cpu", warmup: int = 1, repeats: 
         fn()
         _sync(device)
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return min(times)
 
 
 def latency_ms(model: nn.Module, size: tuple[int, int] = (480, 480), device: torch.device | str = "cpu",
                warmup: int = 1, repeats: int = 3) -> float:
-    """Median batch-1 forward time in ms at ``size`` on ``device`` (fp32, inference mode)."""
+    """Best batch-1 forward time in ms at ``size`` on ``device`` (fp32, inference mode)."""
     device = torch.device(device)
     was_training = model.training
     model.eval().to(device)

@@ -71,7 +71,7 @@ def plot(records: list[dict], out: str | Path) -> None:
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.5))
     ax0.scatter(lat, [_ap(r, "wholebody") for r in records], color="k")
     for rec, x in zip(records, lat, strict=True):
-        ax0.annotate(str(rec["model"]), (x, _ap(rec, "wholebody")), fontsize=8, xytext=(4, 4),
+        ax0.annotate(Path(rec["path"]).name, (x, _ap(rec, "wholebody")), fontsize=8, xytext=(4, 4),
                      textcoords="offset points")
     ax0.set(xlabel="latency (ms, batch 1)", ylabel="whole-body AP", title="Whole-body AP vs latency")
     for part in PARTS[:-1]:

@@ -1,0 +1,127 @@
+"""The ablation sweep: run records -> report (table + PNG), width matching, and a real two-run sweep."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from src import cost, sweep_report
+from src.match_runtime import match, measure, scale_widths
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTS = {"body": 0.5, "foot": 0.4, "face": 0.3, "lefthand": 0.2, "righthand": 0.1, "wholebody": 0.25}
+
+
+def tiny_net() -> dict:
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        return OmegaConf.to_container(compose("train", overrides=["model=tiny"]).model.net, resolve=True)
+
+
+def write_record(root: Path, name: str, latency: float, **extra) -> None:
+    run = root / name
+    run.mkdir(parents=True)
+    rec = {"model": name, "params_m": 1.5, "gflops_480": 10.0, "latency_ms": latency,
+           "latency_device": "cpu:1 threads", "ap": dict(PARTS), **extra}
+    (run / "run_record.json").write_text(json.dumps(rec))
+
+
+# -- report (fast, handmade records) -------------------------------------------------------------------------
+def test_report_table_sorted_by_latency_with_plot(tmp_path, capsys):
+    write_record(tmp_path, "slow", 300.0)
+    write_record(tmp_path, "fast", 100.0, ap={**PARTS, "hand": 0.9})
+    sweep_report.main([str(tmp_path)])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split("|")[1].strip() for r in rows] == ["fast", "slow"]
+    cells = [c.strip() for c in rows[1].split("|")[1:-1]]
+    # hand = mean of left and right when the record has no "hand"
+    assert cells[4] == "300.0" and cells[6:] == ["0.500", "0.400", "0.300", "0.150", "0.250"]
+    assert rows[0].split("|")[-3].strip() == "0.900"  # a recorded hand AP is used as is
+    assert (tmp_path / "sweep_report.png").stat().st_size > 5000
+    assert (tmp_path / "sweep_report.md").read_text().count("\n") == 4
+
+
+def test_report_bad_input_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no run_record.json"):
+        sweep_report.load_records(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "run_record.json").write_text(json.dumps({"model": "x", "params_m": 1}))
+    with pytest.raises(ValueError, match="lacks field 'gflops_480'"):
+        sweep_report.load_records(tmp_path)
+    (tmp_path / "a" / "run_record.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        sweep_report.load_records(tmp_path)
+
+
+# -- width matching -----------------------------------------------------------------------------------------
+def test_scale_widths_rounds_to_multiples_of_eight():
+    net = tiny_net()
+    scaled = scale_widths(net, 0.7)
+    assert scaled["paf_stages"] == [[2, 32, 64], [2, 32, 64]] and scaled["cm_stages"] == [[2, 32, 64]]
+    assert scale_widths(net, 0.01)["paf_stages"][0] == [2, 8, 8]
+    assert scaled["adapter"] == net["adapter"] and net["paf_stages"][0] == [2, 48, 96]  # input untouched
+
+
+def test_match_reaches_the_target_within_five_percent():
+    net = tiny_net()
+    goal = 2.5 * measure(net, "gflops", (480, 480), "cpu", 1)
+    matched, factor, search = match(net, goal, "gflops", (480, 480))
+    assert factor > 1 and len(search) <= 24
+    with torch.device("meta"):
+        got = cost.gflops(instantiate(matched), (480, 480))
+    assert abs(got / goal - 1) <= 0.05
+    assert all(w % 8 == 0 for _, w, t in matched["paf_stages"] + matched["cm_stages"] for w in (w, t))
+
+
+def test_match_runtime_cli_writes_a_usable_preset(tmp_path):
+    cmd = [sys.executable, "-m", "src.match_runtime", "model=tiny", "target=shallow_wholebody",
+           "metric=gflops", f"out_dir={tmp_path}"]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert abs(summary["ratio"] - 1) <= 0.05
+    preset = OmegaConf.load(tmp_path / "tiny_as_shallow_wholebody.yaml")
+    assert preset._target_ == "src.module.PoseModule" and preset.input_size == 256
+    with torch.device("meta"):
+        got = cost.gflops(instantiate(preset.net), (480, 480))
+    assert got == pytest.approx(summary["value"])
+
+
+def test_match_on_measured_latency_stops_within_its_budget():
+    matched, factor, search = match(tiny_net(), goal=1e9, metric="latency", size=(32, 32), max_steps=3,
+                                    repeats=1)
+    # an unreachable goal: the bracket doubles the widths until the budget of measurements is spent
+    assert [t["factor"] for t in search] == [1.0, 2.0, 4.0] and factor in (1.0, 2.0, 4.0)
+
+
+# -- a real two-run sweep -----------------------------------------------------------------------------------
+def test_two_run_sweep_records_and_report(tmp_path):
+    shards, sweep = tmp_path / "shards", tmp_path / "sweep"
+    subprocess.run([sys.executable, "-m", "sharding", f"out_dir={shards}", "synthetic.train_images=12",
+                    "synthetic.val_images=4"], cwd=ROOT, check=True, capture_output=True, timeout=300)
+    cmd = [sys.executable, "-m", "src.train", "-m", "+experiment=smoke", "+sweep=tiny_pair",
+           f"hydra.sweep.dir={sweep}", f"data.root={shards}", "logger=csv", "model.input_size=128",
+           "data.batch_size=2", "data.num_workers=0", "data.val_num_workers=0", "data.val_batch_size=4",
+           "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.enable_model_summary=false",
+           "~callbacks.progress", "callbacks.run_record.latency_size=[64,64]"]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = sweep_report.load_records(sweep)
+    assert sorted(Path(r["path"]).name for r in records) == ["0_tiny", "1_tiny"]
+    wide, narrow = sorted(records, key=lambda r: -r["params_m"])
+    assert "adapter=[96,64]" in wide["overrides"] and "adapter=[48,32]" in narrow["overrides"]
+    assert wide["gflops_480"] > narrow["gflops_480"] > 0 and narrow["latency_ms"] > 0
+    for rec in records:
+        assert rec["global_step"] == 2 and set(rec["ap"]) >= {"body", "foot", "face", "wholebody"}
+        assert set(rec["metrics"]["body"]) >= {"AP", "AR"}
+    report = subprocess.run([sys.executable, "-m", "src.sweep_report", str(sweep)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "| 0_tiny | tiny |" in report.stdout and "| 1_tiny | tiny |" in report.stdout
+    assert (sweep / "sweep_report.png").is_file()
