@@ -247,6 +247,19 @@ def test_face_fragments_join_their_person():
     assert np.isfinite(dist).sum() == 2 * 134 and (dist[np.isfinite(dist)] < 3).all()
 
 
+def test_foot_rule_drops_legs_with_feet():
+    """A person with feet and at most 4 other counted parts is dropped (§7.5 step 3) while anyone else
+    survives; alone, it comes back through the fallback (feet counted)."""
+    rng = np.random.default_rng(2)
+    kp = np.stack([random_person(rng, 150, (80, 128)), random_person(rng, 150, (200, 128))])
+    legs = [11, 13, 15, 19, 20, 21]
+    kp[1, [i for i in range(135) if i not in legs], 2] = 2
+    people = decode(render(kp, (256, 288)), (256, 288))
+    assert len(people) == 1 and people[0].keypoints[0, 2] > 0
+    alone = decode(render(kp[1:], (256, 288)), (256, 288))
+    assert len(alone) == 1 and (alone[0].keypoints[legs, 2] > 0).all()
+
+
 # -- bad input ----------------------------------------------------------------------------------------------
 def test_nan_maps_count_as_zero(scene):
     kp, maps, _, _ = scene
