@@ -3,6 +3,11 @@
 ``python -m src.evaluate gt=GT.json pred=PRED.json out=METRICS.json`` prints the per-part table and writes
 ``{part: {stat: value}}`` to ``out``. The file mode lives in :func:`evaluate_files`; ``main`` only dispatches,
 so other modes (e.g. scoring a checkpoint) can sit beside it in the same entry.
+
+Checkpoint mode (:func:`evaluate_checkpoint`) runs a trained network first:
+``python -m src.evaluate ckpt_path=CKPT data=synthetic`` (the data preset's val shards and their gt.json) or
+``python -m src.evaluate ckpt_path=CKPT gt=GT.json images=DIR`` (a COCO-WholeBody json and its images);
+``height=480`` (OpenPose's single scale) or ``scales=[2,1.5,1,0.5]`` (the paper's 960/720/480/240, averaged).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from omegaconf import DictConfig
 
 from src.wholebody_eval import EvalInputError, evaluate_wholebody, format_table, load_predictions
 
+IMAGE_SOURCE = "images"  # the source name of images=DIR samples
+
 
 def evaluate_files(gt: str | Path, pred: str | Path, out: str | Path) -> dict[str, dict[str, float]]:
     """Score the result file ``pred`` against ``gt``, print the table, write the metrics JSON to ``out``."""
@@ -28,8 +35,72 @@ def evaluate_files(gt: str | Path, pred: str | Path, out: str | Path) -> dict[st
     return metrics
 
 
+def _image_batches(gt_path: str | Path, images: str | Path, height: int):
+    """COCO-WholeBody json + image folder -> validation batches (one image each) at ``height``."""
+    import cv2
+
+    from datamodules.augment import resize_for_eval
+    from datamodules.samples import collate_eval, labelled_of
+
+    gt = json.loads(Path(gt_path).read_text())
+    for info in gt["images"]:
+        path = Path(images) / info["file_name"]
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise FileNotFoundError(f"images={images}: cannot read {path} (image_id {info['id']})")
+        out = resize_for_eval(image, {"people": []}, None, height)
+        out.update(image_id=int(info["id"]), key=str(info["id"]), source=IMAGE_SOURCE,
+                   labelled=labelled_of([], False))
+        yield collate_eval([out])
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    """Run ``cfg.ckpt_path`` over val shards (``data=``) or ``gt`` + ``images``; decode, score, write ``out``.
+    """
+    import torch
+    from hydra.utils import instantiate
+
+    from src.module import PoseModule
+    from src.validation import multiscale_maps
+
+    module = PoseModule.load_from_checkpoint(cfg.ckpt_path, map_location="cpu").eval()
+    height = int(cfg.height or module.hparams.input_size)
+    scales = [float(s) for s in cfg.scales]
+    if cfg.get("data") is not None:
+        datamodule = instantiate(cfg.data, val_size=height, targets=None)
+        batches, gts = datamodule.val_dataloader(), datamodule.val_gt
+        if not gts:
+            raise FileNotFoundError(f"data: no val shards found for {list(cfg.data.val or {})}")
+    elif cfg.gt is not None and cfg.images is not None:
+        batches, gts = _image_batches(cfg.gt, cfg.images, height), {IMAGE_SOURCE: cfg.gt}
+    else:
+        raise ValueError("ckpt_path needs data=<preset> (val shards) or gt=GT.json images=DIR")
+    collector = module.collector
+    collector.reset()
+    with torch.inference_mode():
+        for batch in batches:
+            x = module._input(batch["image"])
+            collector.add(batch, multiscale_maps(module.net, x, scales), scales)
+    results = collector.evaluate(gts)
+    out = Path(cfg.out)
+    for i, (source, (metrics, count)) in enumerate(results.items()):
+        print(f"{source}: {count} images, height {height}, scales {scales}")
+        print(format_table(metrics))
+        path = out if i == 0 else out.with_name(f"{out.stem}_{source}{out.suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(metrics, indent=2) + "\n")
+        print(f"metrics written to {path}")
+    return next(iter(results.values()))[0]
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
+    if cfg.ckpt_path is not None:
+        try:
+            evaluate_checkpoint(cfg)
+        except (EvalInputError, FileNotFoundError, ValueError) as e:
+            sys.exit(f"error: {e}")
+        return
     if cfg.gt is None or cfg.pred is None:
         sys.exit("error: give both gt=GT.json and pred=PRED.json (and optionally out=METRICS.json)")
     try:

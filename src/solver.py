@@ -36,6 +36,19 @@ def param_groups(net: nn.Module, lr: float, weight_decay: float, stage_lr_mult: 
     return out
 
 
+def check(optimizer: dict, schedule: dict) -> None:
+    """Fail at construction, naming the key, rather than at the first step."""
+    for key in ("lr", "weight_decay", "stage_lr_mult", "bias_lr_mult"):
+        value = optimizer.get(key, 0.0)
+        if not isinstance(value, int | float) or value < 0 or (key == "lr" and value == 0):
+            raise ValueError(f"model.optimizer.{key} must be a number {'> 0' if key == 'lr' else '>= 0'}, "
+                             f"got {value!r}")
+    milestones = list(schedule.get("milestones", []))
+    if sorted(milestones) != milestones or not all(isinstance(m, int) and m > 0 for m in milestones):
+        raise ValueError(f"model.schedule.milestones must be increasing positive step counts, "
+                         f"got {milestones}")
+
+
 def build_optimizer(net: nn.Module, lr: float = 3e-5, betas: tuple[float, float] = (0.9, 0.999),
                     weight_decay: float = 5e-4, stage_lr_mult: float = 4.0,
                     bias_lr_mult: float = 2.0) -> torch.optim.Adam:

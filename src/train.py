@@ -1,0 +1,74 @@
+"""Train the whole-body network.
+
+``python -m src.train +experiment=smoke`` (CPU) or ``+experiment=deep_wholebody trainer.devices=4`` (DDP).
+``ckpt_path=last`` resumes the run in ``run_dir`` at its saved step (optimiser, schedule, CSV log continue).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+os.environ.setdefault("WANDB_MODE", "offline")  # no network unless the user asks for it
+os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import hydra  # noqa: E402
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from src.module import METRICS_FILE  # noqa: E402
+from src.run_logs import ResumableCSVLogger, loss_curve  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def resolve_ckpt(cfg: DictConfig) -> tuple[str | None, int | None]:
+    """``ckpt_path`` (``last`` = the run's last.ckpt) and the step it holds; an absent file is an error."""
+    if not cfg.ckpt_path:
+        return None, None
+    path = Path(cfg.run_dir) / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no checkpoint at {path}")
+    step = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"]
+    return str(path), int(step)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Build model, trainer and loggers (config errors surface here, before any data is read), then fit."""
+    L.seed_everything(cfg.seed, workers=True)
+    ckpt, resume_step = resolve_ckpt(cfg)
+    model = instantiate(cfg.model, _recursive_=False)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    loggers = [instantiate(c, resume_step=resume_step) if c._target_.endswith(ResumableCSVLogger.__name__)
+               else instantiate(c) for c in (cfg.logger or {}).values()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    datamodule = instantiate(cfg.data)
+    if ckpt:
+        log.info("resuming %s from %s at step %d", cfg.run_dir, ckpt, resume_step)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
+    if trainer.callback_metrics.get("val/step", -1) != trainer.global_step:
+        trainer.validate(model, datamodule=datamodule)  # the final metrics are those of the final weights
+    run_dir = Path(cfg.run_dir)
+    metrics_file = run_dir / METRICS_FILE
+    out = {"global_step": trainer.global_step, "bad_steps": model.bad_steps,
+           "metrics": json.loads(metrics_file.read_text()) if metrics_file.is_file() else None,
+           "val_images": float(trainer.callback_metrics.get("val/images", 0)),
+           "last_ckpt": str(run_dir / "checkpoints" / "last.ckpt")}
+    if trainer.is_global_zero and (run_dir / "metrics.csv").is_file():
+        out["loss_curve"] = str(loss_curve(run_dir / "metrics.csv", run_dir / "loss_curve.png"))
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    result = train(cfg)
+    log.info("done at step %d; metrics in %s", result["global_step"], Path(cfg.run_dir) / METRICS_FILE)
+
+
+if __name__ == "__main__":
+    main()

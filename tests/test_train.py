@@ -1,0 +1,198 @@
+"""Training end to end on real synthetic shards: configs, train(cfg), resume, faults, DDP (2 CPU ranks)."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
+from omegaconf import OmegaConf
+
+from src.module import NonFiniteLossError
+from src.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def compose_train(*overrides: str):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return compose("train", overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    """A small synthetic world built by the real sharding CLI (once per module)."""
+    out = tmp_path_factory.mktemp("shards")
+    subprocess.run([sys.executable, "-m", "sharding", f"out_dir={out}", "synthetic.train_images=40",
+                    "synthetic.val_images=30"], cwd=ROOT, check=True, capture_output=True)
+    return out
+
+
+def val_images(shards: Path) -> int:
+    return len(json.loads((shards / "synth_wholebody" / "val" / "gt.json").read_text())["images"])
+
+
+def tiny_cfg(shards: Path, run_dir: Path, *overrides: str):
+    """The smoke experiment shrunk to seconds: 128x128 crops, batch 2, four steps, CSV logger only."""
+    return compose_train(
+        "+experiment=smoke", f"data.root={shards}", f"run_dir={run_dir}", "logger=csv", "model.input_size=128",
+        "data.batch_size=2", "data.num_workers=0", "data.val_num_workers=0", "data.val_batch_size=4",
+        "trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.log_every_n_steps=1",
+        "trainer.enable_model_summary=false", "callbacks.last.every_n_train_steps=2", "~callbacks.progress",
+        *overrides)
+
+
+def csv_steps(run_dir: Path, key: str = "train/loss") -> list[int]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [int(r["step"]) for r in csv.DictReader(f) if r.get(key)]
+
+
+# -- configuration ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_instantiates_its_model(experiment):
+    cfg = compose_train(f"+experiment={experiment}")
+    assert cfg.name == experiment and cfg.data.crop == cfg.model.input_size
+    OmegaConf.resolve(cfg)  # every interpolation resolves
+    if experiment != "smoke":  # the big nets: size only
+        with torch.device("meta"):
+            from hydra.utils import instantiate
+            instantiate(cfg.model.net)
+
+
+def test_released_run_is_ddp_on_gpus_with_bf16():
+    cfg = compose_train("+experiment=deep_wholebody", "trainer.devices=4")
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.accelerator == "gpu" and cfg.trainer.devices == 4
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.data.batch_size == 10 and cfg.model.input_size == 480
+    assert cfg.model.optimizer.lr == 3e-5 and cfg.trainer.max_steps == 1_000_000
+
+
+@pytest.mark.parametrize("override, key", [
+    (["+experiment=nonesuch"], "experiment/nonesuch"),
+    (["model=nonesuch"], "model/nonesuch"),
+    (["trainer.max_stepz=3"], "max_stepz"),
+    (["model.optimizer.learning_rate=1"], "learning_rate"),
+])
+def test_unknown_names_and_bad_overrides_fail_naming_the_key(override, key):
+    with pytest.raises((ConfigCompositionException, MissingConfigException)) as err:
+        compose_train(*override)
+    assert key in str(err.value) + str(err.value.__cause__)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.optimizer.lr=-1", "model.optimizer.lr"),
+    ("model.schedule.milestones=[5,2]", "model.schedule.milestones"),
+    ("model.net.paf_stages=[[0,8,8]]", "[0, 8, 8]"),
+    ("model.input_size=100", "model.input_size"),
+])
+def test_bad_values_fail_before_any_data_is_read(tmp_path, override, key):
+    cfg = tiny_cfg(tmp_path / "no_shards_here", tmp_path / "run", override)
+    with pytest.raises((ValueError, InstantiationException)) as err:  # no shards: a data read would raise
+        # FileNotFoundError instead
+        train(cfg)
+    assert key in str(err.value)
+
+
+# -- training -----------------------------------------------------------------------------------------------
+def test_train_writes_checkpoints_metrics_pictures_and_resumes(shards, tmp_path):
+    run = tmp_path / "run"
+    out = train(tiny_cfg(shards, run))
+    assert out["global_step"] == 4 and out["bad_steps"] == 0
+    assert set(out["metrics"]) == {"body", "foot", "face", "lefthand", "righthand", "wholebody", "hand"}
+    assert all(len(stats) == 10 for stats in out["metrics"].values())
+    assert out["val_images"] == val_images(shards)  # every val image of synth_wholebody scored once
+    assert json.loads((run / "last_metrics.json").read_text()) == out["metrics"]
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "checkpoints" / "best.ckpt").is_file()
+    assert (run / "loss_curve.png").stat().st_size > 0
+    assert sorted(p.name for p in (run / "pictures").iterdir()) == ["step_0000004_maps.png",
+                                                                      "step_0000004_overlay.png"]
+    assert csv_steps(run) == [0, 1, 2, 3]
+    before = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+
+    # resume: continues at step 4 with the optimiser and schedule restored, and appends to the same CSV
+    out = train(tiny_cfg(shards, run, "ckpt_path=last", "trainer.max_steps=6"))
+    assert out["global_step"] == 6
+    assert csv_steps(run) == [0, 1, 2, 3, 4, 5]
+    after = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    adam_before = before["optimizer_states"][0]["state"][0]["step"]
+    assert after["optimizer_states"][0]["state"][0]["step"] == adam_before + 2
+    assert after["lr_schedulers"][0]["last_epoch"] == before["lr_schedulers"][0]["last_epoch"] + 2
+
+
+def test_missing_checkpoint_is_a_clear_error(shards, tmp_path):
+    with pytest.raises(FileNotFoundError, match="last.ckpt"):
+        train(tiny_cfg(shards, tmp_path / "fresh", "ckpt_path=last"))
+
+
+class PoisonImages(L.Callback):
+    """Turns the batch images into NaN from step ``start`` on (so the loss is non-finite)."""
+
+    def __init__(self, start: int):
+        self.start = start
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step >= self.start:
+            batch["image"] = torch.full(batch["image"].shape, float("nan"))
+
+
+def test_non_finite_losses_are_skipped_then_stop_the_run(shards, tmp_path):
+    run = tmp_path / "run"
+    cfg = tiny_cfg(shards, run, "trainer.max_steps=8", "model.max_bad_steps=3",
+                   "+callbacks.poison._target_=tests.test_train.PoisonImages", "+callbacks.poison.start=2")
+    with pytest.raises(NonFiniteLossError, match="3 non-finite losses in a row"):
+        train(cfg)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["bad_steps"] >= 1
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+    with open(run / "metrics.csv", newline="") as f:
+        counted = [float(r["train/nonfinite_steps"]) for r in csv.DictReader(f) if r.get("train/nonfinite_steps")]
+    assert counted[-1] == 2  # logged each time; the third stops the run before logging
+
+
+def test_ddp_sim_two_ranks_score_each_val_image_once(shards, tmp_path):
+    run = tmp_path / "run"
+    out = train(tiny_cfg(shards, run, "trainer=ddp_sim", "trainer.max_steps=2", "trainer.val_check_interval=2"))
+    assert out["global_step"] == 2
+    assert out["val_images"] == val_images(shards)
+    assert set(json.loads((run / "last_metrics.json").read_text())) >= {"body", "wholebody"}
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_continues_from_the_checkpoint(shards, tmp_path):
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "src.train", "+experiment=smoke", f"data.root={shards}", f"run_dir={run}",
+            "logger=csv", "model.input_size=128", "data.batch_size=2", "data.num_workers=0",
+            "data.val_num_workers=0", "trainer.val_check_interval=1000", "callbacks.last.every_n_train_steps=2",
+            "trainer.log_every_n_steps=1", "~callbacks.progress"]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen([*args, "trainer.max_steps=1000"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (last.is_file() and _step(last) >= 4):
+        time.sleep(1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = _step(last)
+    assert saved >= 4
+    subprocess.run([*args, f"trainer.max_steps={saved + 2}", "trainer.val_check_interval=1000",
+                    "ckpt_path=last"], cwd=ROOT, env=env, check=True, capture_output=True)
+    assert _step(last) == saved + 2
+    steps = csv_steps(run)
+    assert steps == sorted(set(steps)) and steps[-1] == saved + 1  # appended, no step twice
+
+
+def _step(path: Path) -> int:
+    try:
+        return int(torch.load(path, weights_only=False, map_location="cpu")["global_step"])
+    except Exception:  # being written
+        return -1
