@@ -1,6 +1,7 @@
 """The datamodule under real DDP: two CPU ranks (Lightning ``ddp_spawn``, gloo) with loader workers.
 
-Checked: every rank runs the same number of training steps; the ranks never see the same sample; validation
+Checked: every rank runs the same number of training steps, each batch from the same single source on both
+ranks (``mix: per_batch``); the ranks never see the same sample; validation
 (uneven shards per rank, no collectives per step) gathers the image ids once at epoch end with
 ``all_gather_object`` and, deduplicated, they are exactly the val set.
 """
@@ -26,11 +27,12 @@ class Probe(L.LightningModule):
         super().__init__()
         self.out = out
         self.w = torch.nn.Parameter(torch.zeros(1))
-        self.keys, self.steps, self.val_ids, self.gathered, self.env = [], 0, [], [], {}
+        self.keys, self.sources, self.steps, self.val_ids, self.gathered, self.env = [], [], 0, [], [], {}
 
     def training_step(self, batch, batch_idx):
         self.env = self.env or {"env": [os.environ.get("RANK"), os.environ.get("WORLD_SIZE")]}
         self.keys += batch["key"]
+        self.sources.append(sorted(set(batch["source"])))
         self.steps += 1
         return (self.w * batch["image"].float().mean()).sum() + self.w.pow(2).sum()
 
@@ -45,7 +47,8 @@ class Probe(L.LightningModule):
         self.val_ids = []
 
     def on_fit_end(self):
-        record = {"steps": self.steps, "keys": self.keys, "gathered": self.gathered, **self.env}
+        record = {"steps": self.steps, "keys": self.keys, "sources": self.sources, "gathered": self.gathered,
+                  **self.env}
         Path(self.out, f"rank{self.global_rank}.json").write_text(json.dumps(record))
 
     def configure_optimizers(self):
@@ -72,6 +75,8 @@ def test_two_ranks_split_train_and_val(tmp_path):
     keys = [set(r["keys"]) for r in ranks]
     assert keys[0] and keys[1] and not keys[0] & keys[1]
     assert any(k.startswith("hand") for k in keys[0]) and any(k.startswith("hand") for k in keys[1])
+    # per_batch: each step's batch is from one source, the same on both ranks
+    assert ranks[0]["sources"] == ranks[1]["sources"] and all(len(s) == 1 for s in ranks[0]["sources"])
     for r in ranks:
         assert len(r["gathered"]) == EPOCHS
         for g in r["gathered"]:
