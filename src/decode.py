@@ -140,6 +140,7 @@ class Decoder:
         """``maps [439, H, W]`` already at the network input -> people (the timed part of the decoder).
         ``coarse``: the 135 heatmaps at ``stride`` where the peak search starts (sampled from ``maps`` if
         None)."""
+        maps = maps.float()
         heat, pafs = maps[:NUM_KEYPOINTS], maps[NUM_KEYPOINTS:]
         peaks = find_peaks(heat, self.peak_threshold, self.max_peaks, self.refine_radius, self.stride,
                            coarse)

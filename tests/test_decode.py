@@ -339,3 +339,14 @@ def test_part_without_points_is_zero_in_its_record():
     kp[30] = [12, 30, 0.8]                                       # one left-hand point: the hand and its wrist
     rec = wholebody_records([person], 1)[0]
     assert rec["lefthand_kpts"][:3] == pytest.approx([10, 20, 0.9]) and rec["lefthand_kpts"][20] == 0.8
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_equals_cpu(scene):
+    kp, maps, _, _ = scene
+    cpu = decode(maps, SIZE)
+    gpu = decode(maps.cuda(), SIZE)
+    assert len(gpu) == len(cpu)
+    for a, b in zip(cpu, gpu, strict=True):
+        assert np.allclose(a.keypoints, b.keypoints, atol=1e-2)
+        assert a.score == pytest.approx(b.score, abs=1e-4)
