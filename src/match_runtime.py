@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def scale_widths(net_cfg: dict, factor: float) -> dict:
     """A copy of the network config with every stage's width and tail x ``factor``, multiples of 8."""
     def r8(v: int) -> int:
-        return max(8, int(round(v * factor / 8)) * 8)
+        return max(8, int(v * factor / 8 + 0.5) * 8)  # half up, not round-half-even
 
     out = dict(net_cfg)
     for key in ("paf_stages", "cm_stages"):

@@ -31,8 +31,8 @@ def test_boxes_follow_the_body_keypoints():
 
 def test_bench_writes_table_plot_and_ratios(tmp_path, capsys):
     summary = runtime.run([
-        "model@single=tiny", "model@body=tiny", "image_size=[64,96]", "people=[1,3]", "repeats=1",
-        "crop_size=32", "crop_stages=[[1,8,16]]", "threads=1", f"out_dir={tmp_path}"])
+        "model@single=tiny", "model@body=tiny", "image_size=[64,96]", "people=[1,3]", "repeats=2",
+        "cascade_repeats=1", "crop_size=32", "crop_stages=[[1,8,16]]", "threads=1", f"out_dir={tmp_path}"])
     assert set(summary) >= {"single_ratio_3_1", "cascade_ratio_3_1"}
     result = json.loads((tmp_path / "runtime.json").read_text())
     rows = {r["people"]: r for r in result["rows"]}

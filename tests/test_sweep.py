@@ -125,3 +125,32 @@ def test_two_run_sweep_records_and_report(tmp_path):
     assert report.returncode == 0, report.stderr[-2000:]
     assert "| 0_tiny | tiny |" in report.stdout and "| 1_tiny | tiny |" in report.stdout
     assert (sweep / "sweep_report.png").is_file()
+
+
+# -- the shipped sweeps -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sweep, count", [("ablation", 6), ("ablation_matched", 6), ("tiny_pair", 1)])
+def test_sweeps_compose_every_listed_model(sweep, count):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose("train", overrides=["+experiment=deep_wholebody", f"+sweep={sweep}"],
+                      return_hydra_config=True)
+        choices = OverridesParser.create().parse_overrides([f"model={cfg.hydra.sweeper.params.model}"])
+        models = list(choices[0].sweep_iterator()) if choices[0].is_sweep_override() else [choices[0].value()]
+        assert len(models) == count and cfg.callbacks.run_record._target_ == "src.run_record.RunRecord"
+        for name in models:
+            run = compose("train", overrides=["+experiment=deep_wholebody", f"+sweep={sweep}",
+                                              f"model={name}"])
+            assert run.trainer.strategy in ("ddp_spawn", "auto")
+
+
+def test_matched_presets_cost_what_the_reference_costs():
+    matched = sorted((ROOT / "conf" / "model" / "matched").glob("*_as_deep_wholebody.yaml"))
+    assert len(matched) == 5
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        nets = {p.stem: compose("train", overrides=[f"model=matched/{p.stem}"]).model.net for p in matched}
+        reference = compose("train", overrides=["model=deep_wholebody"]).model.net
+    with torch.device("meta"):
+        goal = cost.gflops(instantiate(reference), (480, 480))
+        for name, net in nets.items():
+            assert abs(cost.gflops(instantiate(net), (480, 480)) / goal - 1) <= 0.05, name

@@ -10,11 +10,11 @@
   keypoints, 34 pairs), the decoder on the body-only ground-truth maps, then one face crop and two hand crops
   per decoded person, each through its own crop network, one after another.
 
-Each time is the minimum over ``repeats`` runs (interleaved over the crowd sizes, after one warm-up pass of
-everything): the minimum is the estimator least disturbed by other processes on a shared machine. Writes
-``runtime.md`` (the table), ``runtime.png`` (the plot) and ``runtime.json`` into ``out_dir`` and ends with one
-JSON line holding ``single_ratio_20_1`` and ``cascade_ratio_20_1`` (time at the largest crowd / time at one
-person).
+Each time is the minimum over ``repeats`` runs (``cascade_repeats`` for the cascade), interleaved over the
+crowd sizes after one warm-up pass of everything: the minimum is the estimator least disturbed by other
+processes on a shared machine. Writes ``runtime.md`` (the table), ``runtime.png`` (the plot) and
+``runtime.json`` into ``out_dir`` and ends with one JSON line holding ``single_ratio_20_1`` and
+``cascade_ratio_20_1`` (time at the largest crowd / time at one person).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src import cost, skeleton
+from src.bench.__main__ import machine
 from src.bench.cascade import Cascade, CropNet
 from src.bench.scenes import crowd
 from src.decode import Decoder
@@ -100,9 +101,12 @@ def measure(cfg: DictConfig) -> dict:
              "single_net_ms": lambda n: single(scenes[n][1]),
              "single_decode_ms": lambda n: decoder(scenes[n][2], size)}
     times = {(n, key): [] for n in scenes for key in steps}
-    for _ in range(int(cfg.repeats)):  # interleaved, so a change in background load hits every crowd size
+    repeats = {key: int(cfg.cascade_repeats if key == "cascade_ms" else cfg.repeats) for key in steps}
+    for r in range(max(repeats.values())):  # interleaved: a change in background load hits every crowd size
         for n in sorted(scenes):
             for key, step in steps.items():
+                if r >= repeats[key]:
+                    continue
                 with torch.inference_mode():
                     times[n, key].append(cost.time_call(lambda n=n, step=step: step(n), device, 0, 1))
     rows = []
@@ -115,6 +119,7 @@ def measure(cfg: DictConfig) -> dict:
         rows.append(row)
     lo, hi = rows[0], rows[-1]
     return {"rows": rows, "networks": info, "device": str(device), "threads": int(cfg.threads),
+            "machine": machine(),
             "image_size": list(size), "crop_size": int(cfg.crop_size),
             "single_ratio": hi["single_ms"] / lo["single_ms"],
             "cascade_ratio": hi["cascade_ms"] / lo["cascade_ms"],
