@@ -83,7 +83,8 @@ def build_network(model_cfg: DictConfig | dict | None, ckpt_path: str | Path | N
     ``model_cfg`` (which may then be None); without one, the weights are random."""
     tensors, saved = read_checkpoint(ckpt_path) if ckpt_path else (None, None)
     if saved is None and model_cfg is None:
-        raise ValueError(f"{ckpt_path}: the checkpoint holds no network config; give model=<preset>")
+        raise ValueError(f"{ckpt_path}: the checkpoint holds no network config (hyper_parameters.net); "
+                         "give the model preset (model=<preset>)")
     cfg = saved if saved is not None else net_config(model_cfg)
     cfg.pop("backbone_weights", None)  # a checkpoint or random weights replace any backbone initialisation
     net = instantiate(cfg)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -13,6 +14,7 @@ from omegaconf import OmegaConf
 
 from src import cost, sweep_report
 from src.match_runtime import match, measure, scale_widths
+from src.run_record import RunRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = {"body": 0.5, "foot": 0.4, "face": 0.3, "lefthand": 0.2, "righthand": 0.1, "wholebody": 0.25}
@@ -100,7 +102,36 @@ def test_match_on_measured_latency_stops_within_its_budget():
     assert [t["factor"] for t in search] == [1.0, 2.0, 4.0] and factor in (1.0, 2.0, 4.0)
 
 
+# -- the run record -----------------------------------------------------------------------------------------
+class _Validated(L.LightningModule):
+    """The two things RunRecord reads from a PoseModule after validation: ``net`` and ``last_metrics``."""
+
+    def __init__(self, net: torch.nn.Module, metrics: dict):
+        super().__init__()
+        self.net, self.last_metrics = net, metrics
+
+
+def test_run_record_writes_costs_and_ap(tmp_path):
+    net = instantiate(tiny_net())
+    metrics = {part: {"AP": ap, "AR": ap + 0.1} for part, ap in PARTS.items()}
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False)
+    callback = RunRecord(str(tmp_path / "run"), "tiny", "model.net.adapter=[96,64]", latency_size=(64, 64),
+                         latency_repeats=1)
+    callback.on_validation_end(trainer, _Validated(net, metrics))
+    rec = json.loads((tmp_path / "run" / "run_record.json").read_text())
+    assert rec["model"] == "tiny" and rec["overrides"] == "model.net.adapter=[96,64]"
+    assert rec["global_step"] == 0
+    assert rec["params_m"] == pytest.approx(cost.parameters_m(net))
+    assert rec["gflops_480"] == pytest.approx(cost.gflops(net, (480, 480))) and rec["latency_ms"] > 0
+    assert rec["latency_size"] == [64, 64] and rec["latency_device"].startswith("cpu:")
+    assert rec["ap"] == PARTS and rec["metrics"]["face"]["AR"] == pytest.approx(0.4)
+    assert net.training  # the latency measurement leaves the network's mode as it found it
+    assert sweep_report.load_records(tmp_path)[0]["model"] == "tiny"  # the report reads it
+
+
 # -- a real two-run sweep -----------------------------------------------------------------------------------
+@pytest.mark.slow  # ~45-90 s here: two training runs in a Hydra multirun, shards, the report CLI
 def test_two_run_sweep_records_and_report(tmp_path):
     shards, sweep = tmp_path / "shards", tmp_path / "sweep"
     subprocess.run([sys.executable, "-m", "sharding", f"out_dir={shards}", "synthetic.train_images=12",
