@@ -23,15 +23,16 @@ HEIGHT = 240
 
 
 class FixedMaps(nn.Module):
-    """A stand-in network that always answers with the same maps: the ground truth of the test image (a
-    network with random weights would find nobody)."""
+    """A stand-in network answering with the ground-truth maps of the test image, for the full-size input
+    and for the half-size one (a network with random weights would find nobody)."""
 
-    def __init__(self, maps: torch.Tensor):
+    def __init__(self, full: torch.Tensor, half: torch.Tensor):
         super().__init__()
-        self.register_buffer("maps", maps)
+        self.register_buffer("maps_full", full)
+        self.register_buffer("maps_half", half)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.maps
+        return self.maps_full if x.shape[-1] == 8 * self.maps_full.shape[-1] else self.maps_half
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +47,33 @@ def scene(tmp_path_factory):
     cv2.imwrite(str(images / "000000000042.png"), image)
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (images / "notes.txt").write_text("not an image")
-    net_in = resize_for_eval(image, {"people": []}, None, HEIGHT)
-    kp = people.copy()
-    kp[..., :2] = kp[..., :2] * net_in["scale"] + net_in["offset"]
-    maps, _ = Targets()(torch.from_numpy(kp)[None], torch.ones(1, 135, dtype=torch.bool), None,
-                        net_in["image"].shape[:2])
+    net_in = resize_for_eval(image, {"people": []}, None, HEIGHT)  # 240 x 320, no padding needed
+    kp = torch.from_numpy(people.copy())[None]
+    kp[..., :2] = kp[..., :2] * torch.from_numpy(net_in["scale"]) + torch.from_numpy(net_in["offset"])
+    maps = {}
+    for name, s in (("full", 1.0), ("half", 0.5)):
+        scaled = kp.clone()
+        scaled[..., :2] = (kp[..., :2] + 0.5) * s - 0.5  # bilinear resize by s, pixel centres aligned
+        maps[name] = Targets()(scaled, torch.ones(1, 135, dtype=torch.bool), None,
+                               (int(240 * s), int(320 * s)))[0]
     model = root / "fixed.pt"
-    torch.jit.script(FixedMaps(maps)).save(str(model))
+    torch.jit.script(FixedMaps(maps["full"], maps["half"])).save(str(model))
     return images, model, people
+
+
+def _keypoints(path: Path) -> np.ndarray:
+    doc = json.loads(path.read_text())
+    assert doc["version"] == 1.3
+    return np.array([p["pose_keypoints_2d"] for p in doc["people"]]).reshape(-1, 135, 3)
+
+
+def _body_error(found: np.ndarray, people: np.ndarray) -> float:
+    """Largest distance (px) of a body/foot point to the drawn person with the nearest nose; every point
+    must be found and every drawn person matched once."""
+    order = [int(np.argmin(np.linalg.norm(people[:, 0, :2] - f[0, :2], axis=1))) for f in found]
+    assert sorted(order) == list(range(len(people)))
+    assert (found[:, :25, 2] > 0).all()
+    return float(np.linalg.norm(found[:, :25, :2] - people[order, :25, :2], axis=2).max())
 
 
 def _run(model, images, out, **extra):
@@ -66,14 +86,8 @@ def test_people_in_original_pixels_and_bad_files_skipped(scene, tmp_path):
     summary = _run(model, images, tmp_path)
     assert summary == {"processed": 2, "skipped": 1, "people": 4, "out": str(tmp_path)}
     doc = json.loads((tmp_path / "crowd_keypoints.json").read_text())
-    assert doc["version"] == 1.3 and len(doc["people"]) == 2
-    found = np.array([p["pose_keypoints_2d"] for p in doc["people"]]).reshape(2, 135, 3)
-    assert len(doc["people"][0]["hand_left_keypoints_2d"]) == 63
-    # match decoded people to drawn ones by nose position, then compare every body and foot point
-    order = [int(np.argmin(np.linalg.norm(people[:, 0, :2] - f[0, :2], axis=1))) for f in found]
-    assert sorted(order) == [0, 1]
-    err = np.linalg.norm(found[:, :25, :2] - people[order, :25, :2], axis=2)
-    assert (found[:, :25, 2] > 0).all() and err.max() < 3.0  # original px (maps made at 0.8x)
+    assert len(doc["people"]) == 2 and len(doc["people"][0]["hand_left_keypoints_2d"]) == 63
+    assert _body_error(_keypoints(tmp_path / "crowd_keypoints.json"), people) < 3.0  # px; maps made at 0.8x
     records = json.loads((tmp_path / "results_wholebody.json").read_text())
     assert sorted({r["image_id"] for r in records}) == [1, 3]  # positions: not every stem is a number
     assert len(records[0]["keypoints"]) == 51 and len(records[0]["face_kpts"]) == 204
@@ -84,11 +98,11 @@ def test_people_in_original_pixels_and_bad_files_skipped(scene, tmp_path):
     assert (overlay != cv2.imread(str(images / "crowd.png"))).any(axis=2).sum() > 500  # skeletons drawn
 
 
-def test_multiscale_averages_the_scales(scene, tmp_path):
+def test_multiscale_maps_come_back_to_the_same_pixels(scene, tmp_path):
     images, model, people = scene
-    # the fixed maps ignore the input size, so a second scale must be told its factor: 1 and 1 again
-    summary = _run(model, images / "000000000042.png", tmp_path, scales="[1.0,1.0]")
+    summary = _run(model, images / "000000000042.png", tmp_path, scales="[1.0,0.5]")
     assert summary["processed"] == 1 and summary["people"] == 2
+    assert _body_error(_keypoints(tmp_path / "000000000042_keypoints.json"), people) < 3.0
     records = json.loads((tmp_path / "results_wholebody.json").read_text())
     assert {r["image_id"] for r in records} == {42}  # a numeric stem is the COCO image id
 
