@@ -1,8 +1,9 @@
 """Infinite per-source sample streams, split between DDP ranks, and the two ways of mixing them.
 
 Rank split: a source's shards are dealt out ``shards[rank::world]`` so no two ranks ever read the same tar;
-a source with fewer shards than ranks is read whole by every rank and each keeps the samples whose key hashes
-to it. Within a rank every DataLoader worker resamples the rank's shards with its own seed (webdataset
+a source with fewer shards than ranks is read in order by every rank and each keeps every world-th sample
+(a source with fewer samples than ranks is read whole by each, so no rank waits forever on an empty share).
+Within a rank every DataLoader worker resamples the rank's shards with its own seed (webdataset
 ``ResampledShards``), so streams never run dry and an epoch is a fixed number of batches (``with_epoch``).
 
 Mixing:
@@ -26,7 +27,6 @@ import itertools
 import math
 import random
 import warnings
-import zlib
 from collections.abc import Iterator, Sequence
 
 import webdataset as wds
@@ -63,7 +63,7 @@ class Counter:
 
 
 def rank_shards(shards: Sequence[str], rank: int, world: int) -> tuple[list[str], bool]:
-    """This rank's shards, and whether samples must still be split by key (fewer shards than ranks)."""
+    """This rank's shards, and whether samples must still be split by position (fewer shards than ranks)."""
     shards = list(shards)
     if world <= 1:
         return shards, False
@@ -72,17 +72,35 @@ def rank_shards(shards: Sequence[str], rank: int, world: int) -> tuple[list[str]
     return shards, True
 
 
+def every_world_th(shards: Sequence[str], rank: int, world: int, counter: Counter) -> Iterator[dict]:
+    """Endless passes over all ``shards`` in order, keeping samples ``rank, rank + world, ...`` of each pass;
+    when a pass leaves this rank nothing (fewer samples than ranks), every later pass is kept whole."""
+    split = True
+    while True:
+        kept = 0
+        for i, sample in enumerate(wds.DataPipeline(wds.SimpleShardList(list(shards)),
+                                                    wds.tarfile_to_samples(handler=counter.handler))):
+            if not split or i % world == rank:
+                kept += 1
+                yield sample
+        if kept == 0 and not split:
+            raise RuntimeError(f"no readable sample in {list(shards)}")
+        split = split and kept > 0
+
+
 def raw_stream(shards: Sequence[str], rank: int, world: int, seed: int, counter: Counter,
                shuffle: int = 100) -> Iterator[dict]:
     """Endless raw samples (tar members by extension) of one source for this rank, resampled with ``seed``."""
-    mine, by_key = rank_shards(shards, rank, world)
-    stages = [wds.ResampledShards(mine, seed=seed, deterministic=True, worker_seed=lambda: 0),
-              wds.tarfile_to_samples(handler=counter.handler)]
-    if by_key:
-        stages.append(wds.select(lambda s: zlib.crc32(s["__key__"].encode()) % world == rank))
+    mine, by_position = rank_shards(shards, rank, world)
+    if by_position:
+        stream = every_world_th(mine, rank, world, counter)
+    else:
+        stream = iter(wds.DataPipeline(wds.ResampledShards(mine, seed=seed, deterministic=True,
+                                                           worker_seed=lambda: 0),
+                                       wds.tarfile_to_samples(handler=counter.handler)))
     if shuffle > 1:
-        stages.append(wds.shuffle(shuffle, initial=shuffle, rng=random.Random(seed)))
-    return iter(wds.DataPipeline(*stages))
+        stream = wds.shuffle(shuffle, initial=shuffle, rng=random.Random(seed))(stream)
+    return stream
 
 
 def mix_per_sample(streams: Sequence[Iterator[dict]], probs: Sequence[float], seed: int) -> Iterator[dict]:

@@ -2,17 +2,19 @@
 bad samples skipped and counted, targets in the worker, fixed epoch length, the presets."""
 
 import collections
+import itertools
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import webdataset as wds
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from shard_helpers import sample, write_source
 
-from datamodules.mixing import batch_source
+from datamodules.mixing import Counter, batch_source, raw_stream
 from datamodules.samples import decode
 from datamodules.wholebody import WholeBodyDataModule
 from src.targets import Targets
@@ -264,3 +266,19 @@ def test_rank_env_is_exported_in_setup(root):
     dm.setup("fit")
     assert os.environ["RANK"] == "1" and os.environ["WORLD_SIZE"] == "2"
     np.testing.assert_allclose(sum(s.probability for s in dm.train_sources), 1.0)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_a_source_with_fewer_shards_than_ranks_feeds_every_rank(tmp_path, world):
+    """One tar of 3 samples: ranks split it by position while each gets a share; with more ranks than
+    samples every rank reads it whole rather than waiting forever on an empty share."""
+    tar = str(tmp_path / "one.tar")
+    with wds.TarWriter(tar) as w:
+        for i in range(3):
+            w.write({"__key__": f"k{i}", "txt": str(i)})
+    seen = [{s["__key__"] for s in itertools.islice(raw_stream([tar], r, world, 0, Counter(), shuffle=0), 9)}
+            for r in range(world)]
+    if world == 2:
+        assert seen == [{"k0", "k2"}, {"k1"}]
+    else:
+        assert seen[:3] == [{"k0"}, {"k1"}, {"k2"}] and seen[3] == {"k0", "k1", "k2"}
