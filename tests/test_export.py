@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from hydra import compose, initialize
+from hydra.utils import instantiate
 
 from src import skeleton
 from src.export import Maps, build_network, export, net_config
@@ -26,16 +27,15 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def checkpoint(tiny, tmp_path_factory):
-    """A checkpoint laid out as Lightning writes PoseModule's: ``net.`` tensors and hyper_parameters."""
+    """The real PoseModule of the tiny preset, saved the way Lightning saves it (``state_dict`` of the whole
+    module, ``hyper_parameters`` = its hparams) after its weights were moved off their initialisation."""
     torch.manual_seed(3)
-    net, cfg = build_network(tiny)
-    for p in net.parameters():  # move away from the initialisation so loading is visible in the outputs
+    module = instantiate(tiny, _recursive_=False)  # as src.train builds it
+    for p in module.net.parameters():  # so that loading is visible in the outputs
         p.data += 0.05 * torch.randn_like(p)
     path = tmp_path_factory.mktemp("ckpt") / "model.ckpt"
-    state = {f"net.{k}": v for k, v in net.state_dict().items()}
-    state["loss.dummy"] = torch.zeros(1)
-    torch.save({"state_dict": state, "hyper_parameters": {"net": cfg, "input_size": 256}}, path)
-    return path, net
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": module.hparams}, path)
+    return path, module.net.eval()
 
 
 @pytest.fixture(scope="module")
