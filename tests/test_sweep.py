@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import lightning as L
 import pytest
 import torch
@@ -13,7 +14,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from src import cost, sweep_report
+from src.bench.scenes import crowd
+from src.export import export
 from src.match_runtime import match, measure, scale_widths
+from src.predict import config, predict
 from src.run_record import RunRecord
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +135,7 @@ def test_run_record_writes_costs_and_ap(tmp_path):
 
 
 # -- a real two-run sweep -----------------------------------------------------------------------------------
-@pytest.mark.slow  # ~45-90 s here: two training runs in a Hydra multirun, shards, the report CLI
+@pytest.mark.slow  # 25-85 s here (load): shards, two training runs in a multirun, report, export, predict
 def test_two_run_sweep_records_and_report(tmp_path):
     shards, sweep = tmp_path / "shards", tmp_path / "sweep"
     subprocess.run([sys.executable, "-m", "sharding", f"out_dir={shards}", "synthetic.train_images=12",
@@ -156,6 +160,13 @@ def test_two_run_sweep_records_and_report(tmp_path):
     assert report.returncode == 0, report.stderr[-2000:]
     assert "| 0_tiny | tiny |" in report.stdout and "| 1_tiny | tiny |" in report.stdout
     assert (sweep / "sweep_report.png").is_file()
+    # a checkpoint the sweep trained goes through export and predict
+    ckpt = sweep / "0_tiny" / "checkpoints" / "last.ckpt"
+    export(None, "onnx", tmp_path / "run0.onnx", ckpt_path=ckpt, check_sizes=[[128, 128], [96, 160]])
+    cv2.imwrite(str(tmp_path / "scene.png"), crowd(2, (128, 160))[0])
+    summary = predict(config([f"model={tmp_path / 'run0.onnx'}", f"input={tmp_path / 'scene.png'}",
+                              f"out={tmp_path / 'pred'}", "height=128", "progress=false"]))
+    assert summary["processed"] == 1 and (tmp_path / "pred" / "scene_keypoints.json").is_file()
 
 
 # -- the shipped sweeps -------------------------------------------------------------------------------------
