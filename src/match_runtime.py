@@ -9,7 +9,7 @@ short, single stages are then widened or narrowed by 8 (see :func:`match`). At m
 measurements; the closest configuration is kept. ``metric=gflops`` matches FLOPs instead of time
 (device-independent and deterministic). Writes the model preset with the new stages to
 ``out_dir/<model>_as_<target>.yaml`` (default ``conf/model/matched/``, usable as
-``model=matched/<model>_as_<target>``) and prints the search.
+``model=matched/<model>_as_<target>``; it inherits everything else from ``model``) and prints the search.
 """
 
 from __future__ import annotations
@@ -119,8 +119,9 @@ def main(cfg: DictConfig) -> None:
     matched, factor, search = match(net_cfg, goal, cfg.metric, size, cfg.device, float(cfg.tolerance),
                                     int(cfg.max_steps), int(cfg.repeats))
     best = next(t for t in search if t["config"] is matched)
-    preset = OmegaConf.to_container(cfg.model, resolve=True)
-    preset["net"] = matched
+    # the preset it came from, with only the stages replaced (read as model=matched/<name>)
+    preset = (f"defaults:\n  - /model/{model_name}@_here_\n  - _self_\nnet:\n"
+              f"  paf_stages: {matched['paf_stages']}\n  cm_stages: {matched['cm_stages']}\n")
     name = f"{model_name.replace('/', '_')}_as_{str(cfg.target).replace('/', '_')}"
     out = Path(cfg.out_dir) / f"{name}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -129,7 +130,7 @@ def main(cfg: DictConfig) -> None:
               f"metric={cfg.metric} size=[{size[0]},{size[1]}] device={cfg.device}\n"
               f"# stage widths x {factor:.3f} (multiples of 8): {cfg.metric} {best['value']:.1f} vs target "
               f"{goal:.1f} ({best['ratio']:.3f}x, {status} +-{cfg.tolerance:.0%})\n")
-    out.write_text(header + OmegaConf.to_yaml(OmegaConf.create(preset)))
+    out.write_text(header + preset)
     print(f"{model_name} -> {out}: factor {factor:.3f}, {cfg.metric} {best['value']:.1f} vs {goal:.1f} "
           f"({best['ratio']:.3f}x, {status} tolerance)")
     print(json.dumps({"model": model_name, "target": str(cfg.target), "metric": cfg.metric, "goal": goal,

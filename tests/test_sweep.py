@@ -93,9 +93,10 @@ def test_match_runtime_cli_writes_a_usable_preset(tmp_path):
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert abs(summary["ratio"] - 1) <= 0.05
     preset = OmegaConf.load(tmp_path / "tiny_as_shallow_wholebody.yaml")
-    assert preset._target_ == "src.module.PoseModule" and preset.input_size == 256
+    assert list(preset.defaults) == ["/model/tiny@_here_", "_self_"]  # everything else from tiny
+    net = OmegaConf.merge(tiny_net(), preset.net)
     with torch.device("meta"):
-        got = cost.gflops(instantiate(preset.net), (480, 480))
+        got = cost.gflops(instantiate(net), (480, 480))
     assert got == pytest.approx(summary["value"])
 
 
