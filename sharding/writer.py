@@ -173,8 +173,9 @@ def _gt_annotations(meta: dict, next_id: int) -> list[dict]:
 
     People become non-crowd annotations. A hand's wrist is the person's ``hand_wrists`` entry when the
     converter kept it (COCO-WholeBody annotates it apart from the body wrist); otherwise what
-    ``to_wholebody133`` writes (the body wrist, or nothing for a hand without points). ``meta["unlabelled"]`` (crowds, people without keypoints) become keypoint-free
-    entries, which the evaluator ignores but matches detections to, as with the original GT."""
+    ``to_wholebody133`` writes (the body wrist, or nothing for a hand without points).
+    ``meta["unlabelled"]`` (crowds, people without keypoints) become keypoint-free entries, which the
+    evaluator ignores but matches detections to, as with the original GT."""
     anns = []
     for p in meta["people"]:
         fields = to_wholebody133(np.asarray(p["keypoints"], np.float32), as_gt=True)
