@@ -2,6 +2,7 @@
 PY      ?= .venv/bin/python
 PIP     ?= .venv/bin/pip
 SHARDS  ?= data/shards
+EXP     ?= smoke
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_ERROR_REPORTING := false
 
@@ -37,6 +38,10 @@ bench-runtime:  ## runtime vs people (paper Fig. 4): single network vs per-perso
 
 shards:  ## build the WebDataset shards into $(SHARDS) (synthetic world by default; conf/shards.yaml)
 	$(PY) -m sharding out_dir=$(SHARDS)
+
+train:  ## the main job: synthetic shards if missing, train EXP (smoke: CPU) -> logs/EXP/last_metrics.json
+	@test -f $(SHARDS)/synth_wholebody/val/gt.json || $(PY) -m sharding out_dir=$(SHARDS)
+	$(PY) -m src.train +experiment=$(EXP) data.root=$(SHARDS) $(ARGS)
 
 clean:  ## remove logs and built shards
 	rm -rf logs outputs multirun $(SHARDS)

@@ -50,7 +50,9 @@ class StageLoss(nn.Module):
         member = torch.zeros(num_keypoints + 2 * num_pairs, len(groups))
         for j, idx in enumerate(groups.values()):
             member[idx, j] = 1.0
-        self.register_buffer("member", member, persistent=False)  # (C, G) channel -> group
+        # (C, G) channel -> group. A plain attribute, not a buffer: DDP broadcasts buffers in every forward,
+        # a collective that would deadlock validation where ranks see different numbers of batches.
+        self.member = member
 
     def forward(self, pafs: list[torch.Tensor], cms: list[torch.Tensor], target: torch.Tensor,
                 weight: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -68,7 +70,8 @@ class StageLoss(nn.Module):
                 sq = (w * (pred.float() - target[:, sl].float())).square().sum((0, 2, 3)) / (2 * n)  # (C,)
                 losses[f"{name}{t}"] = sq.sum()
                 per_channel[sl] += sq.detach()  # groups are for logging only
-        for name, value in zip(self.group_names, per_channel @ self.member, strict=True):
+        groups = per_channel @ self.member.to(per_channel.device)
+        for name, value in zip(self.group_names, groups, strict=True):
             losses[name] = value
         losses["total"] = sum(losses[f"paf{t}"] for t in range(len(pafs))) + sum(
             losses[f"cm{t}"] for t in range(len(cms)))

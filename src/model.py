@@ -31,13 +31,19 @@ def _prelu(channels: int) -> nn.PReLU:
     return nn.PReLU(channels, init=PRELU_INIT)
 
 
+def _act(channels: int, batch_norm: bool) -> nn.Module:
+    """PReLU, after a BatchNorm when ``batch_norm`` (OpenPose's sBatchNorm switch; off in the released net,
+    on in ``tiny`` where it lets a from-scratch CPU run use a high learning rate)."""
+    return nn.Sequential(nn.BatchNorm2d(channels), _prelu(channels)) if batch_norm else _prelu(channels)
+
+
 class DenseBlock(nn.Module):
     """Three 3x3 conv + PReLU in sequence; their outputs concatenated (3 x width channels)."""
 
-    def __init__(self, in_channels: int, width: int):
+    def __init__(self, in_channels: int, width: int, batch_norm: bool = False):
         super().__init__()
         self.convs = nn.ModuleList(nn.Conv2d(c, width, 3, padding=1) for c in (in_channels, width, width))
-        self.acts = nn.ModuleList(_prelu(width) for _ in range(3))
+        self.acts = nn.ModuleList(_act(width, batch_norm) for _ in range(3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = []
@@ -50,14 +56,15 @@ class DenseBlock(nn.Module):
 class Stage(nn.Module):
     """``blocks`` dense blocks of ``width``, 1x1 conv to ``tail`` + PReLU, 1x1 conv to ``out_channels``."""
 
-    def __init__(self, in_channels: int, out_channels: int, blocks: int, width: int, tail: int):
+    def __init__(self, in_channels: int, out_channels: int, blocks: int, width: int, tail: int,
+                 batch_norm: bool = False):
         super().__init__()
         if blocks < 1 or width < 1 or tail < 1:
             raise ValueError(f"stage needs blocks, width, tail >= 1, got [{blocks}, {width}, {tail}]")
-        self.blocks = nn.Sequential(*[DenseBlock(in_channels if i == 0 else 3 * width, width)
+        self.blocks = nn.Sequential(*[DenseBlock(in_channels if i == 0 else 3 * width, width, batch_norm)
                                       for i in range(blocks)])
         self.tail = nn.Conv2d(3 * width, tail, 1)
-        self.tail_act = _prelu(tail)
+        self.tail_act = _act(tail, batch_norm)
         self.out = nn.Conv2d(tail, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,15 +104,16 @@ class StridedStem(nn.Module):
     ``channels[0]`` outputs.
     """
 
-    def __init__(self, channels: tuple[int, int, int] = (16, 32, 64), extra: int = 1):
+    def __init__(self, channels: tuple[int, int, int] = (16, 32, 64), extra: int = 1,
+                 batch_norm: bool = False):
         super().__init__()
         layers: list[nn.Module] = []
         cin = 3
         for cout in channels:
-            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), _prelu(cout)]
+            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), _act(cout, batch_norm)]
             cin = cout
         for _ in range(extra):
-            layers += [nn.Conv2d(cin, cin, 3, padding=1), _prelu(cin)]
+            layers += [nn.Conv2d(cin, cin, 3, padding=1), _act(cin, batch_norm)]
         self.features = nn.Sequential(*layers)
         self.out_channels = cin
 
@@ -118,7 +126,7 @@ class PoseNet(nn.Module):
 
     def __init__(self, backbone: nn.Module, adapter: list[int], paf_stages: list[list[int]],
                  cm_stages: list[list[int]], num_keypoints: int = 135, num_pairs: int = 152,
-                 backbone_weights: str | None = None):
+                 backbone_weights: str | None = None, batch_norm: bool = False):
         super().__init__()
         if not paf_stages or not cm_stages:
             raise ValueError("need at least one PAF stage and one CM stage")
@@ -127,14 +135,15 @@ class PoseNet(nn.Module):
         convs: list[nn.Module] = []
         cin = backbone.out_channels
         for cout in adapter:
-            convs += [nn.Conv2d(cin, cout, 3, padding=1), _prelu(cout)]
+            convs += [nn.Conv2d(cin, cout, 3, padding=1), _act(cout, batch_norm)]
             cin = cout
         self.adapter = nn.Sequential(*convs)
         feat, paf_ch = cin, 2 * num_pairs
         self.paf_stages = nn.ModuleList(
-            Stage(feat if t == 0 else feat + paf_ch, paf_ch, *spec) for t, spec in enumerate(paf_stages))
+            Stage(feat if t == 0 else feat + paf_ch, paf_ch, *spec, batch_norm=batch_norm)
+            for t, spec in enumerate(paf_stages))
         self.cm_stages = nn.ModuleList(
-            Stage(feat + paf_ch + (num_keypoints if s else 0), num_keypoints, *spec)
+            Stage(feat + paf_ch + (num_keypoints if s else 0), num_keypoints, *spec, batch_norm=batch_norm)
             for s, spec in enumerate(cm_stages))
         self.apply(_init)
         if backbone_weights:

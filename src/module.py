@@ -90,8 +90,12 @@ class PoseModule(L.LightningModule):
         if "target" not in batch:
             raise ValueError("training batch without target/weight: set data.targets (conf/train.yaml does) "
                              "or data.targets_on=worker")
+        saved = [b.detach().clone() for b in self.net.buffers()]  # BatchNorm running stats, if any
         losses, _ = self._losses(batch)
         if not self._finite(losses["total"]):
+            with torch.no_grad():  # a non-finite forward must not leave NaN in the running statistics
+                for buf, old in zip(self.net.buffers(), saved, strict=True):
+                    buf.copy_(old)
             return None  # Lightning skips backward and the optimiser step (Adam ignores params without grad)
         self.log("train/loss", losses["total"], prog_bar=True)
         self.log_dict({f"train/loss/{k}": v for k, v in losses.items() if k != "total"})

@@ -15,13 +15,16 @@ from torch import nn
 
 def param_groups(net: nn.Module, lr: float, weight_decay: float, stage_lr_mult: float = 4.0,
                  bias_lr_mult: float = 2.0) -> list[dict]:
-    """Six Adam groups: {backbone+adapter, stages} x {conv weights, biases, PReLU slopes}."""
+    """Adam groups: {backbone+adapter, stages} x {conv weights, biases, PReLU slopes, BatchNorm affine}."""
     stage_ids = {id(p) for m in net.stage_modules() for p in m.parameters()}
     groups: dict[tuple[str, str], list[nn.Parameter]] = {}
     for module in net.modules():
         for name, p in module.named_parameters(recurse=False):
             part = "stages" if id(p) in stage_ids else "backbone"
-            kind = "prelu" if isinstance(module, nn.PReLU) else ("bias" if name == "bias" else "weight")
+            if isinstance(module, nn.PReLU | nn.BatchNorm2d):
+                kind = "prelu" if isinstance(module, nn.PReLU) else "norm"
+            else:
+                kind = "bias" if name == "bias" else "weight"
             groups.setdefault((part, kind), []).append(p)
     out = []
     for (part, kind), params in sorted(groups.items()):

@@ -51,11 +51,14 @@ def train(cfg: DictConfig) -> dict:
     if ckpt:
         log.info("resuming %s from %s at step %d", cfg.run_dir, ckpt, resume_step)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
-    if trainer.callback_metrics.get("val/step", -1) != trainer.global_step:
+    # After ddp_spawn the parent's trainer keeps its callback metrics but not the step: trust val/step there.
+    validated = int(trainer.callback_metrics.get("val/step", -1))
+    if validated < trainer.global_step:
         trainer.validate(model, datamodule=datamodule)  # the final metrics are those of the final weights
+        validated = trainer.global_step
     run_dir = Path(cfg.run_dir)
     metrics_file = run_dir / METRICS_FILE
-    out = {"global_step": trainer.global_step, "bad_steps": model.bad_steps,
+    out = {"global_step": max(trainer.global_step, validated), "bad_steps": model.bad_steps,
            "metrics": json.loads(metrics_file.read_text()) if metrics_file.is_file() else None,
            "val_images": float(trainer.callback_metrics.get("val/images", 0)),
            "last_ckpt": str(run_dir / "checkpoints" / "last.ckpt")}

@@ -71,7 +71,8 @@ def test_every_experiment_composes_and_instantiates_its_model(experiment):
 
 def test_released_run_is_ddp_on_gpus_with_bf16():
     cfg = compose_train("+experiment=deep_wholebody", "trainer.devices=4")
-    assert cfg.trainer.strategy == "ddp" and cfg.trainer.accelerator == "gpu" and cfg.trainer.devices == 4
+    assert cfg.trainer.strategy._target_.endswith("DDPStrategy") and "start_method" not in cfg.trainer.strategy
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.devices == 4
     assert cfg.trainer.precision == "bf16-mixed" and cfg.data.batch_size == 10 and cfg.model.input_size == 480
     assert cfg.model.optimizer.lr == 3e-5 and cfg.trainer.max_steps == 1_000_000
 
@@ -158,6 +159,7 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(shards, tmp_path):
     assert counted[-1] == 2  # logged each time; the third stops the run before logging
 
 
+@pytest.mark.timeout(600)  # a collective-ordering bug shows up as a hang
 def test_ddp_sim_two_ranks_score_each_val_image_once(shards, tmp_path):
     run = tmp_path / "run"
     out = train(tiny_cfg(shards, run, "trainer=ddp_sim", "trainer.max_steps=2", "trainer.val_check_interval=2"))
