@@ -42,9 +42,10 @@ def channel_groups(num_keypoints: int, num_pairs: int) -> dict[str, list[int]]:
 class StageLoss(nn.Module):
     """Caffe-style masked L2 summed over stages; see the module docstring for the formula and names."""
 
-    def __init__(self, num_keypoints: int = 135, num_pairs: int = 152):
+    def __init__(self, num_keypoints: int = 135, num_pairs: int = 152, peak_weight: float = 1.0):
         super().__init__()
         self.num_keypoints = num_keypoints
+        self.peak_weight = peak_weight
         groups = channel_groups(num_keypoints, num_pairs)
         self.group_names = list(groups)
         member = torch.zeros(num_keypoints + 2 * num_pairs, len(groups))
@@ -67,6 +68,8 @@ class StageLoss(nn.Module):
                     raise ValueError(f"stage {name}{t} output {tuple(pred.shape)} does not match the target "
                                      f"channels {tuple(target[:, sl].shape)}")
                 w = weight[:, sl].float()
+                if self.peak_weight != 1.0:
+                    w = w * (1 + (self.peak_weight - 1) * target[:, sl].abs().float())
                 sq = (w * (pred.float() - target[:, sl].float())).square().sum((0, 2, 3)) / (2 * n)  # (C,)
                 losses[f"{name}{t}"] = sq.sum()
                 per_channel[sl] += sq.detach()  # groups are for logging only

@@ -37,16 +37,17 @@ class PoseModule(L.LightningModule):
     checkpoint alone rebuilds the network)."""
 
     def __init__(self, net: dict, input_size: int, optimizer: dict, schedule: dict,
-                 decoder: dict | None = None, channels_last: bool | None = None, max_bad_steps: int = 20,
-                 val_images: int = 4):
+                 decoder: dict | None = None, loss: dict | None = None, channels_last: bool | None = None,
+                 max_bad_steps: int = 20, val_images: int = 4):
         super().__init__()
-        net, optimizer, schedule, decoder = (_plain(x) for x in (net, optimizer, schedule, decoder or {}))
+        net, optimizer, schedule, decoder, loss = (_plain(x) for x in (net, optimizer, schedule, decoder or {},
+                                                                         loss or {}))
         self.save_hyperparameters()  # plain dicts: a checkpoint alone rebuilds the module
         if input_size % 8:
             raise ValueError(f"model.input_size must be a multiple of 8, got {input_size}")
         solver.check(optimizer, schedule)
         self.net = instantiate(net)
-        self.loss = StageLoss(self.net.num_keypoints, self.net.num_pairs)
+        self.loss = StageLoss(self.net.num_keypoints, self.net.num_pairs, **loss)
         self.bad_steps = 0    # non-finite losses skipped so far (kept in the checkpoint)
         self.bad_streak = 0   # ... of them in a row
         self.collector = ValidationCollector(decoder, val_images)

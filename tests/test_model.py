@@ -152,6 +152,19 @@ def test_zero_weight_gives_zero_gradient_there():
     assert torch.isfinite(loss([paf], [cm], target, weight)["total"])
 
 
+def test_peak_weight_scales_w_on_the_targets_only():
+    target = torch.zeros(1, 439, 2, 2)
+    target[0, 0, 0, 0] = 1.0
+    weight = torch.ones(1, 439, 2, 2)
+    cm = torch.zeros(1, 135, 2, 2)
+    cm[0, 1, 1, 1] = 1.0  # a false positive on background
+    paf = torch.zeros(1, 304, 2, 2)
+    plain = StageLoss()([paf], [cm], target, weight)["cm0"]
+    peaked = StageLoss(peak_weight=3.0)([paf], [cm], target, weight)["cm0"]
+    assert plain.item() == pytest.approx((1 + 1) / 2)      # miss + false positive, / (2N)
+    assert peaked.item() == pytest.approx((3 ** 2 + 1) / 2)  # the miss weighs (3 W)^2, background unchanged
+
+
 def test_loss_rejects_a_wrong_layout():
     with pytest.raises(ValueError, match="cm0"):
         StageLoss()([torch.zeros(1, 304, 4, 4)], [torch.zeros(1, 25, 4, 4)], torch.zeros(1, 439, 4, 4),

@@ -45,7 +45,8 @@ def val_images(shards: Path) -> int:
 def tiny_cfg(shards: Path, run_dir: Path, *overrides: str):
     """The smoke experiment shrunk to seconds: 128x128 crops, batch 2, four steps, CSV logger only."""
     return compose_train(
-        "+experiment=smoke", f"data.root={shards}", f"run_dir={run_dir}", "logger=csv", "model.input_size=128",
+        "+experiment=smoke", f"data.root={shards}", f"run_dir={run_dir}", "logger=csv",
+        "model.input_size=128",
         "data.batch_size=2", "data.num_workers=0", "data.val_num_workers=0", "data.val_batch_size=4",
         "trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.log_every_n_steps=1",
         "trainer.enable_model_summary=false", "callbacks.last.every_n_train_steps=2", "~callbacks.progress",
@@ -71,7 +72,8 @@ def test_every_experiment_composes_and_instantiates_its_model(experiment):
 
 def test_released_run_is_ddp_on_gpus_with_bf16():
     cfg = compose_train("+experiment=deep_wholebody", "trainer.devices=4")
-    assert cfg.trainer.strategy._target_.endswith("DDPStrategy") and "start_method" not in cfg.trainer.strategy
+    strategy = cfg.trainer.strategy
+    assert strategy._target_.endswith("DDPStrategy") and "start_method" not in strategy  # plain ddp
     assert cfg.trainer.accelerator == "gpu" and cfg.trainer.devices == 4
     assert cfg.trainer.precision == "bf16-mixed" and cfg.data.batch_size == 10 and cfg.model.input_size == 480
     assert cfg.model.optimizer.lr == 3e-5 and cfg.trainer.max_steps == 1_000_000
@@ -155,14 +157,16 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(shards, tmp_path):
     assert ckpt["bad_steps"] >= 1
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
     with open(run / "metrics.csv", newline="") as f:
-        counted = [float(r["train/nonfinite_steps"]) for r in csv.DictReader(f) if r.get("train/nonfinite_steps")]
+        key = "train/nonfinite_steps"
+        counted = [float(r[key]) for r in csv.DictReader(f) if r.get(key)]
     assert counted[-1] == 2  # logged each time; the third stops the run before logging
 
 
 @pytest.mark.timeout(600)  # a collective-ordering bug shows up as a hang
 def test_ddp_sim_two_ranks_score_each_val_image_once(shards, tmp_path):
     run = tmp_path / "run"
-    out = train(tiny_cfg(shards, run, "trainer=ddp_sim", "trainer.max_steps=2", "trainer.val_check_interval=2"))
+    out = train(tiny_cfg(shards, run, "trainer=ddp_sim", "trainer.max_steps=2",
+                         "trainer.val_check_interval=2"))
     assert out["global_step"] == 2
     assert out["val_images"] == val_images(shards)
     assert set(json.loads((run / "last_metrics.json").read_text())) >= {"body", "wholebody"}
@@ -173,7 +177,8 @@ def test_kill_9_then_resume_continues_from_the_checkpoint(shards, tmp_path):
     run = tmp_path / "run"
     args = [sys.executable, "-m", "src.train", "+experiment=smoke", f"data.root={shards}", f"run_dir={run}",
             "logger=csv", "model.input_size=128", "data.batch_size=2", "data.num_workers=0",
-            "data.val_num_workers=0", "trainer.val_check_interval=1000", "callbacks.last.every_n_train_steps=2",
+            "data.val_num_workers=0", "trainer.val_check_interval=1000",
+            "callbacks.last.every_n_train_steps=2",
             "trainer.log_every_n_steps=1", "~callbacks.progress"]
     env = {**os.environ, "WANDB_MODE": "disabled"}
     proc = subprocess.Popen([*args, "trainer.max_steps=1000"], cwd=ROOT, env=env,
