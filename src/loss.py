@@ -10,6 +10,11 @@ module reproduces that exactly rather than the "W * (pred - gt)**2" of most re-i
 ``src/targets.py`` is the released W, so the released loss is the only one it was tuned for. Every stage has
 weight 1 and the total is their sum.
 
+``peak_weight`` (default 1 = the released loss) multiplies W by ``1 + (peak_weight - 1) * |target|``, so
+Gaussian and PAF cells weigh more than background. Only the CPU smoke run uses it (5): from scratch, the plain
+L2 loss sits on its all-zero plateau for longer than that run's whole budget (measured: 250 steps of the tiny
+net at lr 3e-4 and 100 steps overfitting one batch left the heatmap loss at 99% of the all-zero loss).
+
 Names: ``paf0 .. paf{T-1}``, ``cm0 ..`` per stage; ``body`` (body + MPII), ``foot``, ``hands``, ``face`` per
 group, summed over stages (their sum equals ``total``). A PAF channel belongs to the group of its
 higher-indexed end (wrist->thumb is a hand limb, ankle->toe a foot limb, nose->face point a face limb).

@@ -4,7 +4,7 @@ Caffe multipliers of the released BODY_135 net: backbone and adapter convs lr x1
 and PReLU lr x4 (bias x8); weight decay 5e-4 on conv weights only. Caffe's decay is L2 added to the gradient,
 which is ``torch.optim.Adam(weight_decay=...)`` (not AdamW). PReLU slopes get no decay here (Caffe would decay
 them: decay_mult defaults to 1) because shrinking a slope towards 0 turns PReLU into ReLU, which is not a
-regulariser of the weights.
+regulariser of the weights; nor do BatchNorm scales and shifts (``tiny`` only).
 """
 
 from __future__ import annotations
