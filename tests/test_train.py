@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
 from omegaconf import OmegaConf
 
+from src.evaluate import evaluate_checkpoint
 from src.module import NonFiniteLossError
 from src.train import train
 
@@ -120,6 +121,14 @@ def test_train_writes_checkpoints_metrics_pictures_and_resumes(shards, tmp_path)
                                                                       "step_0000004_overlay.png"]
     assert csv_steps(run) == [0, 1, 2, 3]
     before = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+
+    # python -m src.evaluate ckpt_path=... data=synthetic: the same weights score the same at one scale
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        ev = compose("evaluate", overrides=[f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+                                            "data=synthetic", f"data.root={shards}", "data.val_num_workers=0",
+                                            f"out={tmp_path / 'ev.json'}"])
+    assert evaluate_checkpoint(ev) == out["metrics"]
+    assert json.loads((tmp_path / "ev.json").read_text()) == out["metrics"]
 
     # resume: continues at step 4 with the optimiser and schedule restored, and appends to the same CSV
     out = train(tiny_cfg(shards, run, "ckpt_path=last", "trainer.max_steps=6"))
