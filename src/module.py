@@ -40,8 +40,8 @@ class PoseModule(L.LightningModule):
                  decoder: dict | None = None, loss: dict | None = None, channels_last: bool | None = None,
                  max_bad_steps: int = 20, val_images: int = 4):
         super().__init__()
-        net, optimizer, schedule, decoder, loss = (_plain(x) for x in (net, optimizer, schedule, decoder or {},
-                                                                         loss or {}))
+        net, optimizer, schedule = _plain(net), _plain(optimizer), _plain(schedule)
+        decoder, loss = _plain(decoder or {}), _plain(loss or {})
         self.save_hyperparameters()  # plain dicts: a checkpoint alone rebuilds the module
         if input_size % 8:
             raise ValueError(f"model.input_size must be a multiple of 8, got {input_size}")
