@@ -64,6 +64,33 @@ def _region(coco: COCO, ann: dict, h: int, w: int) -> np.ndarray:
     return m
 
 
+class CocoCrops(Source):
+    """COCO-style json of lone hands or faces (one part per annotation, no person boxes): plans the images
+    that have annotations and rejects an image whose annotations have the wrong number of keypoints."""
+
+    path_keys = ("ann", "images")
+    sizes: tuple[int, ...] = ()  # accepted lengths of ``keypoints``
+    empty_note = "images_without_annotations"
+
+    def plan(self, split: str) -> Plan:
+        paths = self.inputs(split)
+        self.coco, skipped = load_coco(paths["ann"], ("keypoints",), ("id", "image_id"))
+        self.image_dir = paths["images"]
+        items = [i for i in sorted(self.coco.imgs) if self.coco.imgToAnns.get(i)]
+        return Plan(items=items, skipped=skipped, notes={self.empty_note: len(self.coco.imgs) - len(items)})
+
+    def checked(self, img_id) -> tuple[dict, str, list[dict]]:
+        """The image's info, its name for reports, and its annotations (all of an accepted length)."""
+        info = self.coco.imgs[img_id]
+        item = f"image {img_id} ({info['file_name']})"
+        anns = self.coco.imgToAnns[img_id]
+        for ann in anns:
+            n = np.asarray(ann["keypoints"]).size
+            if n not in self.sizes:
+                raise SkipRecord("wrong_keypoint_count", item, f"(annotation {ann['id']}: {n} values)")
+        return info, item, anns
+
+
 class _CocoPeople(Source):
     """Shared COCO logic; subclasses give ``groups``, the keypoint fields and ``to_body135(ann)``."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sharding.coco import load_coco
+from sharding.coco import CocoCrops
 from sharding.people import (
     FACE_TO_PERSON,
     InputError,
@@ -34,28 +34,15 @@ def _face(pid: int, kpts: np.ndarray, w: int, h: int, item: str) -> dict | None:
     return part_person(pid, kp, FACE_TO_PERSON, side="height") if labelled_count(kp) else None
 
 
-class CocoFaces(Source):
+class CocoFaces(CocoCrops):
     """COCO-style face json (``keypoints`` 68x3 or 70x3 per annotation), one sample per image."""
 
-    path_keys = ("ann", "images")
     groups = ["face"]
-
-    def plan(self, split: str) -> Plan:
-        paths = self.inputs(split)
-        self.coco, skipped = load_coco(paths["ann"], ("keypoints",), ("id", "image_id"))
-        self.image_dir = paths["images"]
-        items = [i for i in sorted(self.coco.imgs) if self.coco.imgToAnns.get(i)]
-        notes = {"images_without_faces": len(self.coco.imgs) - len(items)}
-        return Plan(items=items, skipped=skipped, notes=notes)
+    sizes = (68 * 3, 70 * 3)
+    empty_note = "images_without_faces"
 
     def convert(self, img_id) -> Record:
-        info = self.coco.imgs[img_id]
-        item = f"image {img_id} ({info['file_name']})"
-        anns = self.coco.imgToAnns[img_id]
-        for ann in anns:
-            n = np.asarray(ann["keypoints"]).size
-            if n not in (68 * 3, 70 * 3):
-                raise SkipRecord("wrong_keypoint_count", item, f"(annotation {ann['id']}: {n} values)")
+        info, item, anns = self.checked(img_id)
         data, ext, w, h = read_image(self.image_dir / info["file_name"], info["width"], info["height"])
         faces = (_face(a["id"], a["keypoints"], w, h, f"{item} annotation {a['id']}") for a in anns)
         people = [p for p in faces if p]

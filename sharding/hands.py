@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sharding.coco import load_coco
+from sharding.coco import CocoCrops
 from sharding.people import (
     HAND_TO_PERSON,
     InputError,
@@ -54,10 +54,11 @@ def _groups(people_sides: list[str]) -> list[str]:
     return sorted({"lhand" if s == "left" else "rhand" for s in people_sides})
 
 
-class CocoHands(Source):
+class CocoHands(CocoCrops):
     """COCO-style hand json: one sample per image, every annotation one hand."""
 
-    path_keys = ("ann", "images")
+    sizes = (21 * 3,)
+    empty_note = "images_without_hands"
 
     def __init__(self, train: dict | None = None, val: dict | None = None, side: str = "right"):
         super().__init__(train, val, side=side)
@@ -66,24 +67,11 @@ class CocoHands(Source):
         self.side = side
         self.groups = ["lhand", "rhand"] if side == "filename" else ["lhand" if side == "left" else "rhand"]
 
-    def plan(self, split: str) -> Plan:
-        paths = self.inputs(split)
-        self.coco, skipped = load_coco(paths["ann"], ("keypoints",), ("id", "image_id"))
-        self.image_dir = paths["images"]
-        items = [i for i in sorted(self.coco.imgs) if self.coco.imgToAnns.get(i)]
-        notes = {"images_without_hands": len(self.coco.imgs) - len(items)}
-        return Plan(items=items, skipped=skipped, notes=notes)
-
     def convert(self, img_id) -> Record:
-        info = self.coco.imgs[img_id]
-        item = f"image {img_id} ({info['file_name']})"
+        info, item, anns = self.checked(img_id)
         side = hand_side(info["file_name"], self.side)
-        for ann in self.coco.imgToAnns[img_id]:
-            if np.asarray(ann["keypoints"]).size != 63:
-                raise SkipRecord("wrong_keypoint_count", item, f"(annotation {ann['id']}: "
-                                                               f"{np.asarray(ann['keypoints']).size} values)")
         data, ext, w, h = read_image(self.image_dir / info["file_name"], info["width"], info["height"])
-        people = [p for ann in self.coco.imgToAnns[img_id]
+        people = [p for ann in anns
                   if (p := _hand(ann["id"], ann["keypoints"], side, w, h, f"{item} annotation {ann['id']}"))]
         if not people:
             raise SkipRecord("no_labelled_hands", item)
