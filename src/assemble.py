@@ -33,18 +33,13 @@ def greedy(peaks: Peaks, conns: Connections) -> tuple[np.ndarray, np.ndarray]:
             owner[a] = owner[b] = len(masks)
             masks.append((1 << part[a]) | (1 << part[b]))
             members.append([a, b])
-        elif pb < 0:
-            if masks[pa] >> part[b] & 1:
+        elif pa < 0 or pb < 0:  # attach the free end to the other end's person if that slot is empty
+            person, free = (pa, b) if pb < 0 else (pb, a)
+            if masks[person] >> part[free] & 1:
                 continue
-            owner[b] = pa
-            masks[pa] |= 1 << part[b]
-            members[pa].append(b)
-        elif pa < 0:
-            if masks[pb] >> part[a] & 1:
-                continue
-            owner[a] = pb
-            masks[pb] |= 1 << part[a]
-            members[pb].append(a)
+            owner[free] = person
+            masks[person] |= 1 << part[free]
+            members[person].append(free)
         elif pa != pb:
             if masks[pa] & masks[pb]:
                 continue
