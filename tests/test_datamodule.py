@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from shard_helpers import sample, write_source
 
 from datamodules.mixing import Counter, batch_source, raw_stream
+from datamodules.packed_targets import pack, unpack
 from datamodules.samples import decode
 from datamodules.wholebody import WholeBodyDataModule
 from src.targets import Targets
@@ -222,11 +223,31 @@ def test_targets_in_the_worker_equal_targets_on_the_device(root):
     dm = _dm(root, {"a": 1, "c": 1}, targets=targets, targets_on="worker", batches_per_epoch=2, num_workers=1)
     dm.setup("fit")
     for b in dm.train_dataloader():
-        assert b["target"].shape == b["weight"].shape == (2, 439, 2, 2)
+        assert "target" not in b and "packed_targets" in b  # unpacked on the device
         t, w = targets(b["keypoints"], b["labelled"], b["ignore"], (16, 16))
+        again = _dm(root, targets=targets).device_targets(dict(b))
+        b = dm.device_targets(b)
+        assert b["target"].shape == b["weight"].shape == (2, 439, 2, 2)
         assert torch.equal(t, b["target"]) and torch.equal(w, b["weight"])
-        again = _dm(root, targets=targets).device_targets({k: v for k, v in b.items() if k != "target"})
-        assert torch.equal(again["target"], t)
+        assert torch.equal(again["target"], t) and torch.equal(again["weight"], w)
+
+
+def test_packed_targets_round_trip_bit_exactly():
+    rng = np.random.default_rng(0)
+    target = torch.zeros(2, 439, 3, 5)  # 13170 cells: not a multiple of 8
+    target.view(-1)[rng.choice(target.numel(), 300, replace=False)] = torch.from_numpy(
+        rng.normal(size=300).astype(np.float32))
+    target.view(-1)[:3] = torch.tensor([-0.0, float("nan"), 1.0])
+    weight = torch.from_numpy(rng.choice(np.float32([0, 1, 0.25, 1 - 7 / 255, 7 / 5.75]), target.shape,
+                                         p=[0.6, 0.37, 0.01, 0.01, 0.01]))
+    weight.view(-1)[-3:] = torch.tensor([-0.0, float("inf"), 1.0])
+    packed = pack(target, weight)
+    assert sum(v.numel() * v.element_size() for v in packed.values() if torch.is_tensor(v)) < target.numel()
+    assert len(packed["target_index"]) == (target.view(torch.int32) != 0).sum()  # -0.0 and NaN included
+    assert len(packed["weight_index"]) == ((weight != 0) & (weight != 1)).sum() + 1  # + the -0.0
+    for was, got in zip((target, weight), unpack(packed), strict=True):
+        assert got.dtype == torch.float32 and got.shape == was.shape
+        assert torch.equal(got.view(torch.int32), was.view(torch.int32))
 
 
 def test_epochs_draw_new_samples(root):
