@@ -14,18 +14,32 @@ import numpy as np
 import torch
 
 ONE = np.float32(1.0).view(np.uint32)
+CHUNK = 1 << 18
+"""Cells scanned at a time: the passes over a chunk hit the cache instead of streaming 126 MB per batch from
+memory for each comparison (about 1.5x faster here)."""
 
 
 def pack(target: torch.Tensor, weight: torch.Tensor) -> dict:
     """(target, weight), same shape, float32 on the CPU -> a dict of small tensors (and the shape)."""
     t = np.ascontiguousarray(target.numpy()).reshape(-1)
     w = np.ascontiguousarray(weight.numpy()).reshape(-1)
-    t_index = np.flatnonzero(t.view(np.uint32) != 0)
-    w_bits = w.view(np.uint32)
-    one = w_bits == ONE
-    w_index = np.flatnonzero((w_bits != 0) & ~one)
+    t_bits, w_bits, n = t.view(np.uint32), w.view(np.uint32), len(t)
+    ones = np.empty(-(-n // 8), np.uint8)
+    t_index, w_index = [], []
+    one, other = np.empty(CHUNK, bool), np.empty(CHUNK, bool)
+    for start in range(0, n, CHUNK):  # CHUNK is a multiple of 8: each chunk packs into whole bytes
+        stop = min(n, start + CHUNK)
+        m = stop - start
+        np.not_equal(t_bits[start:stop], 0, out=other[:m])
+        t_index.append(np.flatnonzero(other[:m]) + start)
+        np.equal(w_bits[start:stop], ONE, out=one[:m])
+        ones[start // 8:-(-stop // 8)] = np.packbits(one[:m])
+        np.not_equal(w_bits[start:stop], 0, out=other[:m])
+        np.greater(other[:m], one[:m], out=other[:m])  # neither 0.0 nor 1.0
+        w_index.append(np.flatnonzero(other[:m]) + start)
+    t_index, w_index = np.concatenate(t_index), np.concatenate(w_index)
     return {"shape": tuple(target.shape), "target_index": torch.from_numpy(t_index),
-            "target_value": torch.from_numpy(t[t_index]), "weight_ones": torch.from_numpy(np.packbits(one)),
+            "target_value": torch.from_numpy(t[t_index]), "weight_ones": torch.from_numpy(ones),
             "weight_index": torch.from_numpy(w_index), "weight_value": torch.from_numpy(w[w_index])}
 
 
