@@ -7,9 +7,10 @@ than ``inter_min_above`` of the samples are kept (score = their mean); a very cl
 (``|AB| < sqrt(HW)/150``) gets ``peak_threshold + 1e-6``; anything else scores 0.
 
 All pairs of all types are one flat batch. Most candidates join two different people and fail at once, so
-three of the n samples are read first (the middle one; then, for those still alive, those a quarter and three
-quarters of the way): a pair already missing more samples than the rule allows is settled there, and only
-the rest read all of theirs. The result is the same as reading every sample.
+three of the n samples are read first (those a quarter and three quarters of the way, of every pair; then
+the middle one of those still alive): a pair already missing more samples than the rule allows is settled
+there, and only the rest read all of theirs. (Most pairs may miss one sample, so a single first probe would
+settle almost none.) The result is the same as reading every sample.
 """
 
 from __future__ import annotations
@@ -85,13 +86,13 @@ def score_connections(pafs: torch.Tensor, peaks: Peaks, peak_threshold: float = 
         at = base[i] + y * w + x
         return take(flat, at) * ux[i] + take(flat, at + h * w) * uy[i]
 
-    # Samples n/2 (of every pair), then n/4 and 3n/4 (of those still alive) settle most candidates: a pair
+    # Samples n/4 and 3n/4 of every pair, then n/2 of those still alive, settle most candidates: a pair
     # missing more samples than the rule allows is rejected without reading the rest.
-    misses = (~(dots(slice(None), n // 2) > inter_threshold)).astype(np.int64)
+    misses = (~(dots(slice(None), n // 4) > inter_threshold)).astype(np.int64)
+    misses += ~(dots(slice(None), 3 * n // 4) > inter_threshold)
     alive = np.nonzero((misses <= n - need) & (norm > 1e-6))[0]
-    for quarter in (1, 3):
-        misses[alive] += ~(dots(alive, quarter * n[alive] // 4) > inter_threshold)
-        alive = alive[misses[alive] <= n[alive] - need[alive]]
+    misses[alive] += ~(dots(alive, n[alive] // 2) > inter_threshold)
+    alive = alive[misses[alive] <= n[alive] - need[alive]]
     score = np.zeros(len(k), np.float32)
     if len(alive):
         pair = np.repeat(alive, n[alive])
