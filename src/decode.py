@@ -155,20 +155,25 @@ class Decoder:
         total = conf.sum(1) + pairs.sum(1)
         keep = keep_people(found, total, self.min_parts, self.min_mean_score, self.fallback_min_parts,
                            self.fallback_min_mean_score)
-        return [self._person(slots[p], conf[p], pairs[p], peaks) for p in np.nonzero(keep)[0]]
+        return self._people(slots[keep], conf[keep], pairs[keep], total[keep], peaks)
 
     @staticmethod
-    def _person(slots: np.ndarray, conf: np.ndarray, pairs: np.ndarray, peaks) -> Person:
+    def _people(slots: np.ndarray, conf: np.ndarray, pairs: np.ndarray, total: np.ndarray,
+                peaks) -> list[Person]:
+        """One ``Person`` per row; the scores of all rows are computed together (one person at a time cost
+        about 50 µs each)."""
         found = slots >= 0
-        kp = np.zeros((NUM_KEYPOINTS, 3), np.float32)
-        kp[found, 0] = peaks.x[slots[found]]
-        kp[found, 1] = peaks.y[slots[found]]
-        kp[found, 2] = conf[found]
-        score = float(conf.sum() + pairs.sum()) / (NUM_KEYPOINTS + NUM_PAIRS)
-        parts = {name: float(conf[idx].sum() + pairs[PART_PAIRS[name]].sum())
+        at = np.maximum(slots, 0)
+        kp = np.stack([np.where(found, peaks.x[at], 0), np.where(found, peaks.y[at], 0), conf], 2)
+        score = total / (NUM_KEYPOINTS + NUM_PAIRS)
+        # C-ordered copies: numpy sums each row of those as it sums a 1-D array, so a person's scores do not
+        # depend on who else was found (a fancy-indexed column block would be summed in another order).
+        parts = {name: (np.ascontiguousarray(conf[:, idx]).sum(1)
+                        + np.ascontiguousarray(pairs[:, PART_PAIRS[name]]).sum(1))
                  / (len(idx) + len(PART_PAIRS[name])) for name, idx in PART_POINTS.items()}
         parts["wholebody"] = score
-        return Person(kp, score, parts)
+        return [Person(kp[p], float(score[p]), {name: float(v[p]) for name, v in parts.items()})
+                for p in range(len(slots))]
 
 
 def decode(maps: torch.Tensor | list[torch.Tensor], input_size: tuple[int, int], cfg=None,
