@@ -46,24 +46,10 @@ def take(flat: torch.Tensor, index: np.ndarray) -> np.ndarray:
     """``flat[index]`` as float32 numpy, NaN read as 0: on the CPU through a numpy view (no copy of the
     maps), on an accelerator by a gather there that returns only the values."""
     if flat.device.type == "cpu":
-        out = flat.numpy()[index]
+        out = np.take(flat.numpy(), index)
     else:
         out = flat[torch.as_tensor(index, device=flat.device)].cpu().numpy()
     out = out.astype(np.float32, copy=False)
-    out[np.isnan(out)] = 0.0
-    return out
-
-
-def take_rows(flat: torch.Tensor, start: np.ndarray, length: int) -> np.ndarray:
-    """``length`` consecutive values from each ``start`` -> ``start.shape + (length,)``, like ``take`` (NaN as
-    0) but indexing whole runs on the CPU, which is several times cheaper than one index per value."""
-    if flat.device.type == "cpu":
-        values = flat.numpy()
-        runs = np.lib.stride_tricks.as_strided(values, (values.size - length + 1, length), values.strides * 2)
-        out = runs[start]
-    else:
-        out = flat[torch.as_tensor(start[..., None] + np.arange(length), device=flat.device)].cpu().numpy()
-    out = out.astype(np.float32, copy=True)
     out[np.isnan(out)] = 0.0
     return out
 
@@ -78,24 +64,25 @@ def _seeds(coarse: torch.Tensor, threshold: float, max_peaks: int) -> np.ndarray
     c = coarse.detach().float().cpu().contiguous().numpy().reshape(-1)
     idx = np.flatnonzero(c > threshold / 2)
     value = c[idx]
-    part, gy, gx = idx // (h * w), idx // w % h, idx % w
-    keep = np.ones(len(idx), bool)
-    for inside, step in ((gy > 0, -w), (gy < h - 1, w), (gx > 0, -1), (gx < w - 1, 1)):
-        keep &= ~(value < c[np.where(inside, idx + step, idx)])  # a NaN neighbour does not count
-    idx, value, part, gy, gx = idx[keep], value[keep], part[keep], gy[keep], gx[keep]
-    if len(idx) and np.bincount(part).max() > max_peaks:  # a flat or noisy map: the best seeds only
-        order = np.lexsort((-value, part))
-        keep = np.sort(order[np.arange(len(order)) - np.searchsorted(part[order], part[order]) < max_peaks])
-        idx, value, part, gy, gx = idx[keep], value[keep], part[keep], gy[keep], gx[keep]
+    row, gx = np.divmod(idx, w)
+    part, gy = np.divmod(row, h)
+    # The 4 neighbours (up, down, left, right; the cell itself outside the map). A NaN one does not count.
+    near = [c[np.where(inside, idx + step, idx)]
+            for inside, step in ((gy > 0, -w), (gy < h - 1, w), (gx > 0, -1), (gx < w - 1, 1))]
+    keep = ~(value < near[0]) & ~(value < near[1]) & ~(value < near[2]) & ~(value < near[3])
+    if np.bincount(part[keep], minlength=1).max() > max_peaks:  # a flat or noisy map: the best seeds only
+        order = np.nonzero(keep)[0][np.lexsort((-value[keep], part[keep]))]
+        keep = np.zeros_like(keep)
+        keep[order[np.arange(len(order)) - np.searchsorted(part[order], part[order]) < max_peaks]] = True
+    value, part, gy, gx = value[keep], part[keep], gy[keep], gx[keep]
+    up, down, left, right = (np.nan_to_num(v[keep]) for v in near)
 
-    def vertex(at: np.ndarray, size: int, step: int) -> np.ndarray:
-        """Offset of the parabola's top through the neighbours ``step`` before and after (edge: the cell)."""
-        before, after = (np.where(inside, np.nan_to_num(c[np.where(inside, idx + d, idx)]), value)
-                         for inside, d in ((at > 0, -step), (at < size - 1, step)))
+    def vertex(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """Offset of the top of the parabola through the two neighbours and the cell, within half a cell."""
         curve = before - 2 * value + after
         return np.where(curve < 0, 0.5 * (before - after) / np.minimum(curve, -1e-12), 0.0).clip(-0.5, 0.5)
 
-    return np.stack([part, gy + vertex(gy, h, w), gx + vertex(gx, w, 1)], 1)
+    return np.stack([part, gy + vertex(up, down), gx + vertex(left, right)], 1)
 
 
 _DY = np.array([-1, -1, -1, 0, 0, 0, 1, 1, 1])   # the 3x3 square in raster order, centre at 4
@@ -131,13 +118,12 @@ def _refine(flat: torch.Tensor, part: np.ndarray, y: np.ndarray, x: np.ndarray, 
     """Score-weighted centroid over the ``(2r+1)^2`` square around each peak, clipped to the image."""
     h, w = size
     side = min(2 * radius + 1, w)
-    steps = np.arange(-radius, radius + 1)
-    ys = y[:, None] + steps                                                   # [N, side] rows
+    ys = y[:, None] + np.arange(-radius, radius + 1)                          # [N, 2r+1] rows
     xs = np.clip(x - radius, 0, w - side)[:, None] + np.arange(side)          # [N, side] columns read
-    rows = take_rows(flat, (part[:, None] * h + np.clip(ys, 0, h - 1)) * w + xs[:, :1], side)
-    row_inside = (ys >= 0) & (ys < h)
-    col_inside = np.abs(xs - x[:, None]) <= radius
-    vals = np.maximum(rows, 0) * row_inside[:, :, None] * col_inside[:, None, :]
+    start = (part[:, None] * h + np.clip(ys, 0, h - 1)) * w + xs[:, :1]
+    vals = np.maximum(take(flat, start[:, :, None] + np.arange(side)), 0)    # [N, rows, columns]
+    vals[(ys < 0) | (ys >= h)] = 0                                           # rows outside the image
+    vals.transpose(0, 2, 1)[np.abs(xs - x[:, None]) > radius] = 0            # columns read beyond the radius
     total = vals.sum((1, 2))
     # Row and column sums run along N (a copy with N last): numpy sums a short inner axis slowly. The same
     # values for the default 7x7 window; from 8 wide numpy sums a contiguous row pairwise (1e-5 px apart).
