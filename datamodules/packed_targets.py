@@ -10,6 +10,8 @@ identical float32 tensors on whatever device the packed tensors are on (the GPU,
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -46,10 +48,17 @@ def pack(target: torch.Tensor, weight: torch.Tensor) -> dict:
 def unpack(packed: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """The exact (target, weight) that ``pack`` was given, on the packed tensors' device."""
     shape, bits = packed["shape"], packed["weight_ones"]
-    n = int(np.prod(shape))
+    n = math.prod(shape)
     target = torch.zeros(n, dtype=torch.float32, device=bits.device)
     target[packed["target_index"]] = packed["target_value"]
-    shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=bits.device)  # packbits: first cell in bit 7
-    weight = ((bits[:, None] >> shifts) & 1).view(-1)[:n].float()
+    weight = ones_from_bits(bits, n)
     weight[packed["weight_index"]] = packed["weight_value"]
     return target.view(shape), weight.view(shape)
+
+
+def ones_from_bits(bits: torch.Tensor, n: int) -> torch.Tensor:
+    """float32 ``[n]`` on ``bits``' device: 1.0 where ``np.packbits`` set a bit (the first cell is bit 7)."""
+    if bits.device.type == "cpu":  # numpy's unpackbits: 4x faster than the shifts below on a CPU
+        return torch.from_numpy(np.unpackbits(bits.numpy(), count=n).astype(np.float32))
+    shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=bits.device)
+    return ((bits[:, None] >> shifts) & 1).view(-1)[:n].float()

@@ -270,7 +270,9 @@ def test_targets_in_the_worker_equal_targets_on_the_device(root):
         assert torch.equal(again["target"], t) and torch.equal(again["weight"], w)
 
 
-def test_packed_targets_round_trip_bit_exactly():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no GPU"))])
+def test_packed_targets_round_trip_bit_exactly(device):
     rng = np.random.default_rng(0)
     target = torch.zeros(2, 439, 31, 31)  # several chunks, and a number of cells not a multiple of 8
     target.view(-1)[rng.choice(target.numel(), 300, replace=False)] = torch.from_numpy(
@@ -283,9 +285,10 @@ def test_packed_targets_round_trip_bit_exactly():
     assert sum(v.numel() * v.element_size() for v in packed.values() if torch.is_tensor(v)) < target.numel()
     assert len(packed["target_index"]) == (target.view(torch.int32) != 0).sum()  # -0.0 and NaN included
     assert len(packed["weight_index"]) == ((weight != 0) & (weight != 1)).sum() + 1  # + the -0.0
-    for was, got in zip((target, weight), unpack(packed), strict=True):
-        assert got.dtype == torch.float32 and got.shape == was.shape
-        assert torch.equal(got.view(torch.int32), was.view(torch.int32))
+    moved = {k: v.to(device) if torch.is_tensor(v) else v for k, v in packed.items()}
+    for was, got in zip((target, weight), unpack(moved), strict=True):
+        assert got.dtype == torch.float32 and got.shape == was.shape and got.device.type == device
+        assert torch.equal(got.cpu().view(torch.int32), was.view(torch.int32))
 
 
 def test_epochs_draw_new_samples(root):

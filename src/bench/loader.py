@@ -4,9 +4,11 @@ padding) and decode + augment + targets, per CPU core, plus the peak RSS of a lo
 Shards are generated first (640x480 JPEGs of smooth colour fields, shapes and grain, about COCO's file size;
 1-4 people 60-400 px tall with body + foot labelled; a third with an ignore mask; a background source).
 Throughput is samples per CPU-second (user + system) of one DataLoader worker process, i.e. the rate of
-one core, so it does not depend on what else the machine runs (the wall-clock rate is given beside it). It
-includes the worker's copy of every batch into shared memory, which is most of the cost of worker targets;
-the ``*_compute_*`` figures iterate the same stream in this process (the work without that copy).
+one core, so it depends less on what else the machine runs than the wall-clock rate given beside it (a busy
+machine still slows every core down). It includes the worker's copy of every batch into shared memory; worker
+targets travel packed (``datamodules.packed_targets``), and unpacking them on the main process's CPU is given
+as ``loader_targets_unpack_ms_per_sample`` (on a GPU run ``device_targets`` unpacks them on the GPU). The
+``*_compute_*`` figures iterate the same stream in this process (the work without the hand-off).
 
 ``python -m src.bench.loader`` prints one JSON line; ``run()`` returns the dict for ``python -m src.bench``.
 """
@@ -26,6 +28,7 @@ import psutil
 import torch
 import webdataset as wds
 
+from datamodules.packed_targets import unpack
 from datamodules.wholebody import WholeBodyDataModule
 from src.skeleton import from_coco23
 
@@ -98,20 +101,26 @@ def compute_rate(root: Path, batches: int, targets=None) -> float:
     return batches * BATCH / (time.process_time() - cpu)
 
 
-def measure(root: Path, batches: int, targets=None) -> tuple[float, float, float]:
+def measure(root: Path, batches: int, targets=None) -> tuple[float, float, float, float]:
     """One loader worker (a real DataLoader process, so the copy of each batch into shared memory counts):
-    (samples per CPU-second of the worker, samples per wall-second, the worker's peak RSS in MiB)."""
+    (samples per CPU-second of the worker, samples per wall-second, the worker's peak RSS in MiB, CPU ms per
+    sample to unpack its targets in this process)."""
+    before = {p.pid for p in psutil.Process().children()}  # workers of an earlier loader may still be exiting
     loader = iter(_datamodule(root, workers=1, targets=targets).train_dataloader())
     for _ in range(3):  # start-up, shuffle buffers, prefetch queue full
         next(loader)
-    worker = psutil.Process().children()[0]
-    cpu0, wall0, peak = sum(worker.cpu_times()[:2]), time.perf_counter(), 0
+    (worker,) = [p for p in psutil.Process().children() if p.pid not in before]
+    cpu0, wall0, peak, unpacking = sum(worker.cpu_times()[:2]), time.perf_counter(), 0, 0.0
     for _ in range(batches):  # the prefetch queue is as full at the end as at the start
-        next(loader)
+        batch = next(loader)
         peak = max(peak, worker.memory_info().rss)
+        if targets is not None:
+            start = time.thread_time()
+            unpack(batch["packed_targets"])
+            unpacking += time.thread_time() - start
     cpu, wall = sum(worker.cpu_times()[:2]) - cpu0, time.perf_counter() - wall0
     n = batches * BATCH
-    return n / cpu, n / wall, peak / 2**20
+    return n / cpu, n / wall, peak / 2**20, 1e3 * unpacking / n
 
 
 def run(batches: int = 30) -> dict:
@@ -126,6 +135,7 @@ def run(batches: int = 30) -> dict:
             "loader_targets_samples_per_s_per_core": round(with_targets[0], 1),
             "loader_worker_peak_rss_mib": round(plain[2], 1),
             "loader_targets_worker_peak_rss_mib": round(with_targets[2], 1),
+            "loader_targets_unpack_ms_per_sample": round(with_targets[3], 2),
             "loader_samples_per_s_one_worker_wall": round(plain[1], 1),
             "loader_compute_samples_per_s_per_core": round(compute_rate(root, batches), 1),
             "loader_targets_compute_samples_per_s_per_core": round(compute_rate(root, batches, Targets()), 1),
