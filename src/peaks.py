@@ -87,22 +87,26 @@ def _seeds(coarse: torch.Tensor, threshold: float, max_peaks: int) -> np.ndarray
 
 _DY = np.array([-1, -1, -1, 0, 0, 0, 1, 1, 1])   # the 3x3 square in raster order, centre at 4
 _DX = np.array([-1, 0, 1, -1, 0, 1, -1, 0, 1])
+_AROUND = np.array([-1, 0, 1])
 
 
 def _climb(flat: torch.Tensor, base: np.ndarray, y: np.ndarray, x: np.ndarray, size: tuple[int, int],
-           max_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Move each (y, x) to its best 3x3 neighbour until none moves -> final y, x and the 9 values there
-    (raster order, -inf outside the image). A tie goes to the pixel first in raster order."""
+           max_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Move each (y, x) to its best 3x3 neighbour until none moves -> final y, x, the value there and whether
+    it settled within ``max_steps``. A tie goes to the pixel first in raster order, so a settled pixel is
+    above the 4 neighbours before it and >= the 4 after it (those inside the image)."""
     h, w = size
     y, x = y.copy(), x.copy()
-    vals = np.zeros((len(y), 9), np.float32)
+    value = np.zeros(len(y), np.float32)
     moving = np.arange(len(y))
     for _ in range(max_steps + 1):
-        ny, nx = y[moving, None] + _DY, x[moving, None] + _DX
-        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
-        v = take(flat, base[moving, None] + np.clip(ny, 0, h - 1) * w + np.clip(nx, 0, w - 1))
-        v[~inside] = -np.inf
-        vals[moving] = v
+        ny, nx = y[moving, None] + _AROUND, x[moving, None] + _AROUND             # [M, 3] rows, columns
+        at = (base[moving, None] + np.clip(ny, 0, h - 1) * w)[:, :, None] + np.clip(nx, 0, w - 1)[:, None, :]
+        v = take(flat, at)                                                        # [M, 3, 3]
+        v[(ny < 0) | (ny >= h)] = -np.inf
+        v.transpose(0, 2, 1)[(nx < 0) | (nx >= w)] = -np.inf
+        v = v.reshape(len(moving), 9)
+        value[moving] = v[:, 4]
         best = v.argmax(1)
         step = best != 4
         moving, best = moving[step], best[step]
@@ -110,7 +114,9 @@ def _climb(flat: torch.Tensor, base: np.ndarray, y: np.ndarray, x: np.ndarray, s
             break
         y[moving] += _DY[best]
         x[moving] += _DX[best]
-    return y, x, vals
+    settled = np.ones(len(y), bool)
+    settled[moving] = False
+    return y, x, value, settled
 
 
 def _refine(flat: torch.Tensor, part: np.ndarray, y: np.ndarray, x: np.ndarray, size: tuple[int, int],
@@ -153,11 +159,10 @@ def find_peaks(heatmaps: torch.Tensor, threshold: float = 0.05, max_peaks: int =
     part = seeds[:, 0].astype(np.int64)
     y = np.clip(np.rint(seeds[:, 1] * stride + stride / 2 - 0.5), 0, h - 1).astype(np.int64)
     x = np.clip(np.rint(seeds[:, 2] * stride + stride / 2 - 0.5), 0, w - 1).astype(np.int64)
-    y, x, vals = _climb(flat, part * (h * w), y, x, (h, w), 2 * stride)
-    centre = vals[:, 4:5]
-    strict = (centre[:, 0] > threshold) & (vals[:, :4] < centre).all(1) & (vals[:, 5:] <= centre).all(1)
+    y, x, value, settled = _climb(flat, part * (h * w), y, x, (h, w), 2 * stride)
+    strict = settled & (value > threshold)
     key, first = np.unique(((part * h + y) * w + x)[strict], return_index=True)
-    part, y, x, score = key // (h * w), key // w % h, key % w, centre[strict, 0][first]
+    part, y, x, score = key // (h * w), key // w % h, key % w, value[strict][first]
     # Sort by part, then by descending score; keep the first max_peaks of each part.
     order = np.lexsort((-score, part))
     part, y, x, score = part[order], y[order], x[order], score[order]
