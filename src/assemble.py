@@ -64,7 +64,7 @@ def pair_scores(slots: np.ndarray, conns: Connections, used: np.ndarray, n_peaks
     owner[slots[p, j]] = p
     pa, pb = owner[conns.a[used]], owner[conns.b[used]]
     mine = (pa >= 0) & (pa == pb)
-    np.add.at(out, (pa[mine], conns.k[used][mine]), conns.score[used][mine])
+    out[pa[mine], conns.k[used][mine]] = conns.score[used][mine]  # a person has one pair of each type
     return out
 
 
