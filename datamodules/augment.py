@@ -44,11 +44,6 @@ SCALE_RANGES: dict[str, dict[str, tuple[float, float]]] = {
                  "wholebody": (1 / 3, 2.5), "background": (1.0, 1.5)},
     "intended": {"body": (1 / 3, 1.5), "mpii": (1 / 3, 2.5), "hand": (0.5, 4.0), "face": (2 / 3, 4.5),
                  "wholebody": (2 / 3, 4.5), "background": (1.0, 1.5)},
-    # the synthetic smoke run evaluates its 256-px val images at 384 (data.val_size), so people are 1.5x the
-    # size the released ranges give and cover more stride-8 cells; the ranges follow (released x 1.5, hands
-    # and face between released and intended)
-    "synthetic": {"body": (0.5, 2.25), "mpii": (0.5, 3.75), "hand": (0.75, 4.5), "face": (1.0, 4.5),
-                  "wholebody": (0.5, 3.0), "background": (1.5, 2.25)},
 }
 POLICIES = tuple(SCALE_RANGES["released"])
 CENTRE_SWAP = {"hand": "hand", "face": "face", "wholebody": "either"}
