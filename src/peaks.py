@@ -132,7 +132,7 @@ def _refine(flat: torch.Tensor, part: np.ndarray, y: np.ndarray, x: np.ndarray, 
     vals.transpose(0, 2, 1)[np.abs(xs - x[:, None]) > radius] = 0            # columns read beyond the radius
     total = vals.sum((1, 2))
     # Row and column sums run along N (a copy with N last): numpy sums a short inner axis slowly. The same
-    # values for the default 7x7 window; from 8 wide numpy sums a contiguous row pairwise (1e-5 px apart).
+    # values for the default 7x7 window; from 8 wide numpy sums a contiguous row pairwise (3e-5 px apart).
     by_row_col = np.ascontiguousarray(vals.transpose(1, 2, 0))
     x_sum = (by_row_col.sum(0) * xs.T).sum(0)
     y_sum = (by_row_col.sum(1) * ys.T).sum(0)
