@@ -135,9 +135,8 @@ class TrainStream(IterableDataset):
         for batch in wds.batched(self.batch_size, collation_fn=collate, partial=False)(mixed):
             batch["skipped"] = torch.tensor(counter.take())
             if self.targets is not None:
-                size = tuple(batch["image"].shape[-2:])
-                batch["packed_targets"] = pack(*self.targets(batch["keypoints"], batch["labelled"],
-                                                             batch["ignore"], size))
+                batch = add_targets(batch, self.targets)
+                batch["packed_targets"] = pack(batch.pop("target"), batch.pop("weight"))
             yield batch
 
     def _samples(self, spec: SourceSpec, rank: int, world: int, where: tuple, counter: Counter,
