@@ -22,7 +22,6 @@ Mixing:
 from __future__ import annotations
 
 import bisect
-import functools
 import hashlib
 import itertools
 import math
@@ -31,8 +30,6 @@ import warnings
 from collections.abc import Iterator, Sequence
 
 import webdataset as wds
-
-from datamodules.tars import tar_samples
 
 
 def make_seed(*parts) -> int:
@@ -82,7 +79,7 @@ def every_world_th(shards: Sequence[str], rank: int, world: int, counter: Counte
     while True:
         kept = 0
         for i, sample in enumerate(wds.DataPipeline(wds.SimpleShardList(list(shards)),
-                                                    functools.partial(tar_samples, handler=counter.handler))):
+                                                    wds.tarfile_to_samples(handler=counter.handler))):
             if not split or i % world == rank:
                 kept += 1
                 yield sample
@@ -100,7 +97,7 @@ def raw_stream(shards: Sequence[str], rank: int, world: int, seed: int, counter:
     else:
         stream = iter(wds.DataPipeline(wds.ResampledShards(mine, seed=seed, deterministic=True,
                                                            worker_seed=lambda: 0),
-                                       functools.partial(tar_samples, handler=counter.handler)))
+                                       wds.tarfile_to_samples(handler=counter.handler)))
     if shuffle > 1:
         stream = wds.shuffle(shuffle, initial=shuffle, rng=random.Random(seed))(stream)
     return stream

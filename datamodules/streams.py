@@ -10,7 +10,6 @@ epoch and a resumed run does not replay epoch 0.
 from __future__ import annotations
 
 import ctypes
-import functools
 import json
 import random
 from collections.abc import Iterator
@@ -26,7 +25,6 @@ from datamodules.augment import Augment, Policy, background_canvas, background_p
 from datamodules.mixing import Counter, make_seed, mix_per_batch, mix_per_sample, raw_stream
 from datamodules.packed_targets import pack
 from datamodules.samples import BadSample, collate, collate_eval, decode, labelled_of
-from datamodules.tars import tar_samples
 
 # What a malformed sample can raise on its way through decode and augmentation: skipped and counted.
 DATA_ERRORS = (BadSample, ValueError, KeyError, TypeError, IndexError, cv2.error)
@@ -170,9 +168,8 @@ class ValStream(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         counter = Counter()
         for spec in self.sources:
-            read = functools.partial(tar_samples, handler=counter.handler)
             shards = wds.DataPipeline(wds.SimpleShardList(list(spec.urls)), wds.split_by_node,
-                                      wds.split_by_worker, read)
+                                      wds.split_by_worker, wds.tarfile_to_samples(handler=counter.handler))
             samples = (s for s in (self._sample(r, spec, counter) for r in shards) if s is not None)
             for batch in wds.batched(self.batch_size, collation_fn=collate_eval, partial=True)(samples):
                 batch["skipped"] = torch.tensor(counter.take())

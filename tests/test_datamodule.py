@@ -2,10 +2,8 @@
 bad samples skipped and counted, targets in the worker, fixed epoch length, the presets."""
 
 import collections
-import io
 import itertools
 import os
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,6 @@ from shard_helpers import sample, write_source
 from datamodules.mixing import Counter, batch_source, raw_stream
 from datamodules.packed_targets import pack, unpack
 from datamodules.samples import decode
-from datamodules.tars import TarError, tar_samples
 from datamodules.wholebody import WholeBodyDataModule
 from src.targets import Targets
 
@@ -184,41 +181,6 @@ def test_truncated_shard_is_counted_and_training_goes_on(tmp_path):
     with pytest.warns(UserWarning, match="skipping a bad sample"):
         batches = list(dm.train_dataloader())
     assert len(batches) == 20 and sum(int(b["skipped"]) for b in batches) >= 1
-
-
-@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
-def test_tar_reader_reads_what_tarfile_reads(tmp_path, fmt):
-    long = "d" * 60 + "/" + "k" * 70  # > 100 characters: a pax path, a GNU long name or a ustar prefix
-    members = [("a.json", b"{}"), ("a.jpg", bytes(range(256)) * 3), ("__meta__", b"x"),
-               (long + ".json", b"[1]"), (long + ".png", b""), ("dir/", None), ("b.json", b"2" * 512)]
-    path = tmp_path / "s.tar"
-    with tarfile.open(path, "w", format=fmt) as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.mtime = 1.5  # a float: pax writes an mtime record
-            if data is None:
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            else:
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    ours = list(tar_samples([{"url": str(path)}], handler=wds.reraise_exception))
-    theirs = list(wds.DataPipeline(wds.SimpleShardList([str(path)]), wds.tarfile_to_samples()))
-    assert [s["__key__"] for s in ours] == ["a", long, "b"] and ours == theirs
-
-
-def test_tar_reader_stops_a_damaged_shard_through_the_handler(tmp_path):
-    paths = write_source(tmp_path, "t", n=4, shards=1, size=(24, 24))
-    data = bytearray(paths[0].read_bytes())
-    data[148:156] = b"0000000\0"  # the first header's checksum
-    paths[0].write_bytes(bytes(data))
-    errors = []
-    assert list(tar_samples([{"url": str(paths[0])}], handler=lambda e: errors.append(e) or True)) == []
-    assert isinstance(errors[0], TarError) and "checksum" in str(errors[0])
-    for cut in (1024 + 100, 1024 + 512 + 100):  # inside the first file's header, inside its data
-        paths[0].write_bytes(bytes(data[1024:cut]))  # from the first file's header (after its pax header)
-        with pytest.raises(TarError, match="ends inside a"):
-            list(tar_samples([{"url": str(paths[0])}], handler=wds.reraise_exception))
 
 
 def test_a_source_with_nothing_readable_stops_with_its_name(tmp_path):
