@@ -11,9 +11,13 @@ module reproduces that exactly rather than the "W * (pred - gt)**2" of most re-i
 weight 1 and the total is their sum.
 
 ``peak_weight`` (default 1 = the released loss) multiplies W by ``1 + (peak_weight - 1) * |target|``, so
-Gaussian and PAF cells weigh more than background. Only the CPU smoke run uses it (5): from scratch, the plain
-L2 loss sits on its all-zero plateau for longer than that run's whole budget (measured: 250 steps of the tiny
-net at lr 3e-4 and 100 steps overfitting one batch left the heatmap loss at 99% of the all-zero loss).
+Gaussian and PAF cells weigh more than background; ``cm_peak_weight`` sets it apart for the heatmaps (None:
+the same) and ``cm_weight`` (default 1) multiplies every heatmap stage's loss. Only the CPU smoke run changes
+them: from scratch, the plain L2 loss sits on its all-zero plateau for longer than that run's whole budget
+(measured: 250 steps of the tiny net at lr 3e-4 and 100 steps overfitting one batch left the heatmap loss at
+99% of the all-zero loss), so it weighs the targets up; a heatmap peak weighted like a PAF cell (5) makes the
+heatmaps fire at every joint-like mark, hence a smaller heatmap peak weight and a larger heatmap share of the
+loss (README, "Learning the synthetic world").
 
 Names: ``paf0 .. paf{T-1}``, ``cm0 ..`` per stage; ``body`` (body + MPII), ``foot``, ``hands``, ``face`` per
 group, summed over stages (their sum equals ``total``). A PAF channel belongs to the group of its
@@ -47,10 +51,12 @@ def channel_groups(num_keypoints: int, num_pairs: int) -> dict[str, list[int]]:
 class StageLoss(nn.Module):
     """Caffe-style masked L2 summed over stages; see the module docstring for the formula and names."""
 
-    def __init__(self, num_keypoints: int = 135, num_pairs: int = 152, peak_weight: float = 1.0):
+    def __init__(self, num_keypoints: int = 135, num_pairs: int = 152, peak_weight: float = 1.0,
+                 cm_peak_weight: float | None = None, cm_weight: float = 1.0):
         super().__init__()
         self.num_keypoints = num_keypoints
-        self.peak_weight = peak_weight
+        self.peak_weights = {"paf": peak_weight, "cm": peak_weight if cm_peak_weight is None else cm_peak_weight}
+        self.scales = {"paf": 1.0, "cm": cm_weight}
         groups = channel_groups(num_keypoints, num_pairs)
         self.group_names = list(groups)
         member = torch.zeros(num_keypoints + 2 * num_pairs, len(groups))
@@ -73,9 +79,10 @@ class StageLoss(nn.Module):
                     raise ValueError(f"stage {name}{t} output {tuple(pred.shape)} does not match the target "
                                      f"channels {tuple(target[:, sl].shape)}")
                 w = weight[:, sl].float()
-                if self.peak_weight != 1.0:
-                    w = w * (1 + (self.peak_weight - 1) * target[:, sl].abs().float())
+                if self.peak_weights[name] != 1.0:
+                    w = w * (1 + (self.peak_weights[name] - 1) * target[:, sl].abs().float())
                 sq = (w * (pred.float() - target[:, sl].float())).square().sum((0, 2, 3)) / (2 * n)  # (C,)
+                sq = sq * self.scales[name]
                 losses[f"{name}{t}"] = sq.sum()
                 per_channel[sl] += sq.detach()  # groups are for logging only
         groups = per_channel @ self.member.to(per_channel.device)

@@ -7,6 +7,9 @@ Facts: shared/docs/openpose_body135_spec.md §5. Input ``[B, 3, H, W]`` (H, W mu
 - CM stage 0 reads concat(F, final PAF); CM stage s > 0 reads concat(F, CM_{s-1}, final PAF) (BODY_25 layout);
 - every stage output is kept so the loss can supervise each (intermediate supervision).
 
+Convs start xavier with zero bias (released); ``zero_outputs`` starts each stage's output conv at zero instead,
+so training begins at the all-zero prediction rather than at about 6x its loss (used by ``tiny``).
+
 The output contract of the whole project is ``concat(final CM, final PAF)`` = ``[B, K + 2P, H/8, W/8]``
 (439 channels for BODY_135), built by :func:`PoseNet.maps`.
 
@@ -126,7 +129,7 @@ class PoseNet(nn.Module):
 
     def __init__(self, backbone: nn.Module, adapter: list[int], paf_stages: list[list[int]],
                  cm_stages: list[list[int]], num_keypoints: int = 135, num_pairs: int = 152,
-                 backbone_weights: str | None = None, batch_norm: bool = False):
+                 backbone_weights: str | None = None, batch_norm: bool = False, zero_outputs: bool = False):
         super().__init__()
         if not paf_stages or not cm_stages:
             raise ValueError("need at least one PAF stage and one CM stage")
@@ -146,6 +149,9 @@ class PoseNet(nn.Module):
             Stage(feat + paf_ch + (num_keypoints if s else 0), num_keypoints, *spec, batch_norm=batch_norm)
             for s, spec in enumerate(cm_stages))
         self.apply(_init)
+        if zero_outputs:  # every stage starts at the all-zero prediction instead of ~6x its loss
+            for stage in [*self.paf_stages, *self.cm_stages]:
+                nn.init.zeros_(stage.out.weight)
         if backbone_weights:
             load_backbone(self.backbone, backbone_weights)
         else:

@@ -86,6 +86,16 @@ def test_init_is_xavier_with_zero_bias_and_prelu_quarter():
             assert torch.all(m.weight == 0.25)
 
 
+def test_zero_outputs_start_every_stage_at_the_all_zero_prediction():
+    torch.manual_seed(0)
+    net = PoseNet(StridedStem((8, 8, 8), 0), [8], [[1, 4, 8], [1, 4, 8]], [[1, 4, 8]], zero_outputs=True)
+    outs = net(torch.randn(2, 3, 32, 32))
+    assert len(outs) == 3 and all(torch.count_nonzero(o) == 0 for o in outs)
+    assert net.adapter[0].weight.abs().sum() > 0  # only the 1x1 output convs start at zero
+    plain = PoseNet(StridedStem((8, 8, 8), 0), [8], [[1, 4, 8]], [[1, 4, 8]])
+    assert all(torch.count_nonzero(o) > 0 for o in plain(torch.randn(2, 3, 32, 32)))
+
+
 def test_bad_stage_spec_names_the_values():
     with pytest.raises(ValueError, match=r"\[0, 4, 8\]"):
         PoseNet(StridedStem((8, 8, 8), 0), [8], [[0, 4, 8]], [[1, 4, 8]])
@@ -163,6 +173,19 @@ def test_peak_weight_scales_w_on_the_targets_only():
     peaked = StageLoss(peak_weight=3.0)([paf], [cm], target, weight)["cm0"]
     assert plain.item() == pytest.approx((1 + 1) / 2)      # miss + false positive, / (2N)
     assert peaked.item() == pytest.approx((3 ** 2 + 1) / 2)  # the miss weighs (3 W)^2, background unchanged
+
+
+def test_heatmap_weights_leave_the_limb_fields_alone():
+    target = torch.zeros(1, 439, 2, 2)
+    target[0, 0, 0, 0] = 1.0    # a heatmap peak, missed
+    target[0, 135, 0, 0] = 1.0  # a PAF cell, missed
+    weight = torch.ones(1, 439, 2, 2)
+    cm, paf = torch.zeros(1, 135, 2, 2), torch.zeros(1, 304, 2, 2)
+    cm[0, 1, 1, 1] = 1.0  # a false positive on background
+    out = StageLoss(peak_weight=3.0, cm_peak_weight=2.0, cm_weight=4.0)([paf], [cm], target, weight)
+    assert out["paf0"].item() == pytest.approx(3 ** 2 / 2)            # peak_weight on the PAFs
+    assert out["cm0"].item() == pytest.approx(4 * (2 ** 2 + 1) / 2)   # cm_peak_weight, then x cm_weight
+    assert out["total"].item() == pytest.approx(out["paf0"].item() + out["cm0"].item())
 
 
 def test_loss_rejects_a_wrong_layout():
