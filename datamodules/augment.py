@@ -11,7 +11,8 @@ same matrix. The released recipe, scaled to any crop ``S`` (the spec's numbers a
   ``m ~ U[policy range]``;
 * centre: the person's centre, moved to a visible wrist (hand policy) or the nose (face policy) when
   ``(m > 2 and u > 0.05) or (m > 1.3 and u > 0.5)``; the wholebody policy takes either rule with p = 0.5;
-* rotation ``U[-45, 45]`` degrees; crop offset ``U[-40, 40] * S / 480`` px per axis; flip with p = 0.5;
+* rotation ``U[-r, r]`` degrees, r = ``data.rotate`` (45: spec §4.3); crop offset ``U[-40, 40] * S / 480`` px
+  per axis; flip with p = 0.5;
 * padding: the next background image (when the mixture has a background source; ignore mask 0 there), else
   black with the ignore mask at 1 (spec §3.4 step 1).
 
@@ -62,12 +63,12 @@ class Policy:
     flip: float = 0.5
 
     @staticmethod
-    def make(name: str, scale_ranges: str = "intended") -> Policy:
+    def make(name: str, scale_ranges: str = "intended", rotate: float = 45.0) -> Policy:
         if scale_ranges not in SCALE_RANGES:
             raise ValueError(f"data.scale_ranges must be one of {sorted(SCALE_RANGES)}, got {scale_ranges!r}")
         if name not in POLICIES:
             raise ValueError(f"unknown augmentation policy {name!r}; known: {list(POLICIES)}")
-        return Policy(name, SCALE_RANGES[scale_ranges][name])
+        return Policy(name, SCALE_RANGES[scale_ranges][name], float(rotate))
 
 
 def crop_matrix(centre, height: float, m: float, angle: float, offset, flip: bool, size: int) -> np.ndarray:

@@ -111,6 +111,19 @@ def test_points_leaving_the_crop_become_code_2_and_keep_their_index():
     assert (kp[20:, 2] == 4).all()
 
 
+@pytest.mark.parametrize("limit", [10.0, 45.0])
+def test_rotation_stays_within_data_rotate(limit):
+    meta = _meta([person((100, 100), 100, points={0: (100.0, 100.0)})])
+    aug = Augment(Policy.make("body", "intended", rotate=limit), size=64)
+    aug.seed(0)
+    angles = []
+    for _ in range(200):
+        mat = aug(np.zeros((200, 200, 3), np.uint8), meta)["matrix"]
+        angles.append(math.degrees(math.atan2(mat[1, 0], mat[1, 1])))  # row 1: a flip negates row 0
+    angles = np.abs(angles)
+    assert angles.max() <= limit + 1e-3 and angles.max() > 0.9 * limit
+
+
 def test_ignore_mask_is_warped_and_padding_depends_on_background():
     image = np.full((200, 200, 3), 200, np.uint8)
     ignore = np.zeros((200, 200), np.uint8)

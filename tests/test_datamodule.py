@@ -64,6 +64,7 @@ def _proportions(batches) -> dict[str, float]:
     ({"sources": {"a": {"probability": 0, "policy": "body"}}}, "all probabilities are zero"),
     ({"mix": "per_epoch"}, "data.mix"),
     ({"crop": 100}, "multiple of 8"),
+    ({"rotate": -5}, "data.rotate"),
     ({"targets_on": "worker"}, "needs data.targets"),
 ])
 def test_configuration_errors_name_the_key(root, change, match):
