@@ -139,7 +139,8 @@ class TrainStream(IterableDataset):
 
     def _samples(self, spec: SourceSpec, rank: int, world: int, where: tuple, counter: Counter,
                  backgrounds: Backgrounds | None) -> Iterator[dict]:
-        augment = Augment(Policy.make(spec.policy, self.scale_ranges, self.rotate), self.crop, self.photometric)
+        policy = Policy.make(spec.policy, self.scale_ranges, self.rotate)
+        augment = Augment(policy, self.crop, self.photometric)
         augment.seed(make_seed(self.seed, "aug", spec.name, *where) % 2**32)
         raw = raw_stream(spec.urls, rank, world, make_seed(self.seed, spec.name, *where), counter,
                          self.shuffle)

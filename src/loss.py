@@ -55,7 +55,8 @@ class StageLoss(nn.Module):
                  cm_peak_weight: float | None = None, cm_weight: float = 1.0):
         super().__init__()
         self.num_keypoints = num_keypoints
-        self.peak_weights = {"paf": peak_weight, "cm": peak_weight if cm_peak_weight is None else cm_peak_weight}
+        cm_peak = peak_weight if cm_peak_weight is None else cm_peak_weight
+        self.peak_weights = {"paf": peak_weight, "cm": cm_peak}
         self.scales = {"paf": 1.0, "cm": cm_weight}
         groups = channel_groups(num_keypoints, num_pairs)
         self.group_names = list(groups)

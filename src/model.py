@@ -7,8 +7,8 @@ Facts: shared/docs/openpose_body135_spec.md §5. Input ``[B, 3, H, W]`` (H, W mu
 - CM stage 0 reads concat(F, final PAF); CM stage s > 0 reads concat(F, CM_{s-1}, final PAF) (BODY_25 layout);
 - every stage output is kept so the loss can supervise each (intermediate supervision).
 
-Convs start xavier with zero bias (released); ``zero_outputs`` starts each stage's output conv at zero instead,
-so training begins at the all-zero prediction rather than at about 6x its loss (used by ``tiny``).
+Convs start xavier with zero bias (released); ``zero_outputs`` starts each stage's output conv at zero
+instead, so training begins at the all-zero prediction rather than at about 6x its loss (used by ``smoke``).
 
 The output contract of the whole project is ``concat(final CM, final PAF)`` = ``[B, K + 2P, H/8, W/8]``
 (439 channels for BODY_135), built by :func:`PoseNet.maps`.

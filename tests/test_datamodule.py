@@ -159,24 +159,24 @@ def test_batch_contract(root):
             assert (pad[..., 2] == 2).all() and (pad[..., :2] == 0).all()
 
 
+def _augmented(image: np.ndarray) -> dict:
+    return {"image": image, "keypoints": np.zeros((0, 135, 3)), "labelled": np.ones(135, bool),
+            "ignore": np.zeros((2, 2), np.float32), "key": "k", "source": "a"}
+
+
 class _CollateInWorker(torch.utils.data.IterableDataset):
     def __iter__(self):
-        rng = np.random.default_rng(0)
-        samples = [{"image": rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), "keypoints": np.zeros((0, 135, 3)),
-                    "labelled": np.ones(135, bool), "ignore": np.zeros((2, 2), np.float32), "key": str(i),
-                    "source": "a"} for i in range(3)]
-        batch = collate(samples)
-        yield batch["image"].is_shared(), batch["image"].clone(), np.stack([s["image"] for s in samples])
+        images = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+        batch = collate([_augmented(im) for im in images])
+        yield batch["image"].is_shared(), batch["image"].clone(), images
 
 
 def test_worker_batches_are_made_in_shared_memory():
     """A worker's image batch is built in shared memory (handed over without a second copy), same values."""
-    shared, image, expected = next(iter(torch.utils.data.DataLoader(_CollateInWorker(), batch_size=None,
-                                                                      num_workers=1)))
+    loader = torch.utils.data.DataLoader(_CollateInWorker(), batch_size=None, num_workers=1)
+    shared, image, expected = next(iter(loader))
     assert shared and torch.equal(image, torch.as_tensor(expected).permute(0, 3, 1, 2))
-    assert not collate(
-        [{"image": np.zeros((8, 8, 3), np.uint8), "keypoints": np.zeros((0, 135, 3)), "labelled": np.ones(135, bool),
-          "ignore": np.zeros((1, 1), np.float32), "key": "k", "source": "a"}])["image"].is_shared()
+    assert not collate([_augmented(np.zeros((16, 16, 3), np.uint8))])["image"].is_shared()
 
 
 def test_bad_samples_are_skipped_and_counted(root):
