@@ -55,9 +55,8 @@ class StageLoss(nn.Module):
                  cm_peak_weight: float | None = None, cm_weight: float = 1.0):
         super().__init__()
         self.num_keypoints = num_keypoints
-        cm_peak = peak_weight if cm_peak_weight is None else cm_peak_weight
-        self.peak_weights = {"paf": peak_weight, "cm": cm_peak}
-        self.scales = {"paf": 1.0, "cm": cm_weight}
+        self.peak_weight, self.cm_weight = peak_weight, cm_weight
+        self.cm_peak_weight = peak_weight if cm_peak_weight is None else cm_peak_weight
         groups = channel_groups(num_keypoints, num_pairs)
         self.group_names = list(groups)
         member = torch.zeros(num_keypoints + 2 * num_pairs, len(groups))
@@ -74,16 +73,17 @@ class StageLoss(nn.Module):
         n = target.shape[0]
         per_channel = torch.zeros(target.shape[1], device=target.device, dtype=torch.float32)
         losses: dict[str, torch.Tensor] = {}
-        for name, outs, sl in (("paf", pafs, slice(k, None)), ("cm", cms, slice(0, k))):
+        for name, outs, sl, peak, scale in (("paf", pafs, slice(k, None), self.peak_weight, 1.0),
+                                            ("cm", cms, slice(0, k), self.cm_peak_weight, self.cm_weight)):
             for t, pred in enumerate(outs):
                 if pred.shape[1:] != target[:, sl].shape[1:]:
                     raise ValueError(f"stage {name}{t} output {tuple(pred.shape)} does not match the target "
                                      f"channels {tuple(target[:, sl].shape)}")
                 w = weight[:, sl].float()
-                if self.peak_weights[name] != 1.0:
-                    w = w * (1 + (self.peak_weights[name] - 1) * target[:, sl].abs().float())
-                sq = (w * (pred.float() - target[:, sl].float())).square().sum((0, 2, 3)) / (2 * n)  # (C,)
-                sq = sq * self.scales[name]
+                if peak != 1.0:
+                    w = w * (1 + (peak - 1) * target[:, sl].abs().float())
+                err = (w * (pred.float() - target[:, sl].float())).square().sum((0, 2, 3))  # (C,)
+                sq = scale * err / (2 * n)
                 losses[f"{name}{t}"] = sq.sum()
                 per_channel[sl] += sq.detach()  # groups are for logging only
         groups = per_channel @ self.member.to(per_channel.device)
