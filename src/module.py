@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src import solver
 from src.loss import StageLoss
-from src.validation import ValidationCollector
+from src.validation import ValidationCollector, multiscale_maps
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,10 @@ class PoseModule(L.LightningModule):
 
     def __init__(self, net: dict, input_size: int, optimizer: dict, schedule: dict,
                  decoder: dict | None = None, loss: dict | None = None, channels_last: bool | None = None,
-                 max_bad_steps: int = 20, val_images: int = 4):
+                 max_bad_steps: int = 20, val_images: int = 4, val_scales: list[float] | None = None):
         super().__init__()
         net, optimizer, schedule = _plain(net), _plain(optimizer), _plain(schedule)
-        decoder, loss = _plain(decoder or {}), _plain(loss or {})
+        decoder, loss, val_scales = _plain(decoder or {}), _plain(loss or {}), _plain(val_scales or [1.0])
         self.save_hyperparameters()  # plain dicts: a checkpoint alone rebuilds the module
         if input_size % 8:
             raise ValueError(f"model.input_size must be a multiple of 8, got {input_size}")
@@ -52,6 +52,9 @@ class PoseModule(L.LightningModule):
         self.bad_streak = 0   # ... of them in a row
         self.collector = ValidationCollector(decoder, val_images)
         self.last_metrics: dict | None = None  # {part: {stat: value}} of the last validation
+        self.val_scales = [float(s) for s in val_scales]
+        if min(self.val_scales) <= 0:
+            raise ValueError(f"model.val_scales must be positive factors, got {self.val_scales}")
 
     # -- inputs -------------------------------------------------------------------------------------------
     @property
@@ -142,13 +145,16 @@ class PoseModule(L.LightningModule):
         self.collector.reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        """Decode this rank's images; no collectives here (ranks may see different batch counts)."""
+        """Decode this rank's images at every factor of ``val_scales`` (maps averaged, spec §7.2); the val
+        loss at scale 1. No collectives here (ranks may see different batch counts)."""
+        maps = {}
         if "target" in batch:
             losses, outs = self._losses(batch)
             self.log("val/loss", losses["total"], on_epoch=True, batch_size=batch["image"].shape[0])
-        else:
-            outs = self.net(self._input(batch["image"]))
-        self.collector.add(batch, self.net.maps(outs).float())
+            maps[1.0] = self.net.maps(outs).float()
+        others = [s for s in self.val_scales if s not in maps]
+        maps.update(zip(others, multiscale_maps(self.net, self._input(batch["image"]), others), strict=True))
+        self.collector.add(batch, [maps[s] for s in self.val_scales], self.val_scales)
 
     def on_validation_epoch_end(self) -> None:
         """Gather every rank's records once, evaluate the six parts, log AP/AR, write pictures.

@@ -97,6 +97,7 @@ def test_unknown_names_and_bad_overrides_fail_naming_the_key(override, key):
     ("model.schedule.milestones=[5,2]", "model.schedule.milestones"),
     ("model.net.paf_stages=[[0,8,8]]", "[0, 8, 8]"),
     ("model.input_size=100", "model.input_size"),
+    ("model.val_scales=[1.0,0]", "model.val_scales"),
 ])
 def test_bad_values_fail_before_any_data_is_read(tmp_path, override, key):
     cfg = tiny_cfg(tmp_path / "no_shards_here", tmp_path / "run", override)
@@ -109,7 +110,10 @@ def test_bad_values_fail_before_any_data_is_read(tmp_path, override, key):
 # -- training -----------------------------------------------------------------------------------------------
 def test_train_writes_checkpoints_metrics_pictures_and_resumes(shards, tmp_path):
     run = tmp_path / "run"
-    out = train(tiny_cfg(shards, run))
+    cfg = tiny_cfg(shards, run)
+    scales = list(cfg.model.val_scales)
+    assert len(scales) > 1  # smoke validates at several scales: the evaluate check below covers averaging
+    out = train(cfg)
     assert out["global_step"] == 4 and out["bad_steps"] == 0
     assert set(out["metrics"]) == {"body", "foot", "face", "lefthand", "righthand", "wholebody", "hand"}
     assert all(len(stats) == 10 for stats in out["metrics"].values())
@@ -122,11 +126,11 @@ def test_train_writes_checkpoints_metrics_pictures_and_resumes(shards, tmp_path)
     assert csv_steps(run) == [0, 1, 2, 3]
     before = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
 
-    # python -m src.evaluate ckpt_path=... data=synthetic: the same weights score the same at one scale
+    # python -m src.evaluate ckpt_path=... data=synthetic scales=...: same weights and scales, same scores
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         ev = compose("evaluate", overrides=[f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
                                             "data=synthetic", f"data.root={shards}", "data.val_num_workers=0",
-                                            f"out={tmp_path / 'ev.json'}"])
+                                            f"scales={scales}", f"out={tmp_path / 'ev.json'}"])
     assert evaluate_checkpoint(ev) == out["metrics"]
     assert json.loads((tmp_path / "ev.json").read_text()) == out["metrics"]
 
