@@ -1,8 +1,9 @@
 """Benchmark of the training loader on COCO-size JPEG shards: decode + augment (480x480 crops, background
 padding) and decode + augment + targets, per CPU core, plus the peak RSS of a loader worker.
 
-Shards are generated first (640x480 JPEGs of smooth colour fields, shapes and grain, about COCO's file size;
-1-4 people 60-400 px tall with body + foot labelled; a third with an ignore mask; a background source).
+Shards are generated first by the project's shard writer, so the bench reads what ``make shards`` writes
+(640x480 JPEGs of smooth colour fields, shapes and grain, about COCO's file size; 1-4 people 60-400 px tall
+with body + foot labelled; a third with an ignore mask; a background source).
 Throughput is samples per CPU-second (user + system) of one DataLoader worker process, i.e. the rate of
 one core, so it depends less on what else the machine runs than the wall-clock rate given beside it (a busy
 machine still slows every core down). It includes the worker's copy of every batch into shared memory; worker
@@ -26,10 +27,12 @@ import cv2
 import numpy as np
 import psutil
 import torch
-import webdataset as wds
 
 from datamodules.packed_targets import unpack
 from datamodules.wholebody import WholeBodyDataModule
+from sharding.record import Record
+from sharding.source import Plan, Source
+from sharding.writer import Settings, build_split
 from src.skeleton import from_coco23
 
 CROP, BATCH, IMAGES, SHARDS = 480, 10, 96, 4
@@ -57,28 +60,43 @@ def _person(rng: np.random.Generator, h: int = 480, w: int = 640) -> dict:
             "scale": height}
 
 
-def write_shards(root: Path, seed: int = 0) -> int:
-    """COCO-like ``coco`` (people) and ``coco_background`` (nobody) train shards; returns mean JPEG bytes."""
-    rng = np.random.default_rng(seed)
-    sizes = []
-    for name, people in (("coco", True), ("coco_background", False)):
-        folder = root / name / "train"
-        folder.mkdir(parents=True)
-        writers = [wds.TarWriter(str(folder / f"{name}-train-{i:06d}.tar")) for i in range(SHARDS)]
+class _BenchSource(Source):
+    """COCO-like records for ``sharding.writer.build_split``, so the bench reads what ``make shards`` writes:
+    ``people`` True gives 1-4 people with body + foot labelled and an ignore mask on every third image,
+    False gives background images (nobody)."""
+
+    def __init__(self, people: bool, seed: int):
+        super().__init__(people=people, seed=seed)
+        self.people, self.seed = people, seed
+        self.groups = ["body", "foot"] if people else []
+
+    def plan(self, split: str) -> Plan:
+        return Plan(stream=self._records(), total=IMAGES)
+
+    def _records(self):
+        rng = np.random.default_rng(self.seed)
+        name = "coco" if self.people else "coco_background"
         for i in range(IMAGES):
             jpg = cv2.imencode(".jpg", _image(rng), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-            sizes.append(len(jpg))
-            ppl = [_person(rng) for _ in range(int(rng.integers(1, 5)))] if people else []
-            meta = {"image_id": i, "width": 640, "height": 480, "source": name,
-                    "groups": ["body", "foot"] if people else [], "people": ppl}
-            rec = {"__key__": f"{name}_{i:06d}", "jpg": jpg, "json": json.dumps(meta).encode()}
-            if people and i % 3 == 0:
-                ignore = np.zeros((480, 640), np.uint8)
-                cv2.rectangle(ignore, (0, 0), (160, 120), 255, -1)
-                rec["ignore.png"] = cv2.imencode(".png", ignore)[1].tobytes()
-            writers[i % SHARDS].write(rec)
-        for w in writers:
-            w.close()
+            ppl = [_person(rng) for _ in range(int(rng.integers(1, 5)))] if self.people else []
+            meta = {"image_id": i + 1, "file_name": f"{i:06d}.jpg", "width": 640, "height": 480,
+                    "groups": list(self.groups), "people": ppl}
+            ignore = None
+            if self.people and i % 3 == 0:
+                mask = np.zeros((480, 640), np.uint8)
+                cv2.rectangle(mask, (0, 0), (160, 120), 255, -1)
+                ignore = cv2.imencode(".png", mask)[1].tobytes()
+            yield Record(f"{name}_{i:06d}", jpg, "jpg", meta, ignore)
+
+
+def write_shards(root: Path, seed: int = 0) -> int:
+    """``coco`` (people) and ``coco_background`` (nobody) train shards, written by the project's shard
+    writer; returns the mean bytes per record (JPEG, json, ignore PNG, tar headers)."""
+    settings = Settings(max_count=IMAGES // SHARDS)
+    sizes = []
+    for name, people in (("coco", True), ("coco_background", False)):
+        _, manifest = build_split(name, _BenchSource(people, seed), "train", root, settings)
+        sizes.append(sum(s["bytes"] for s in manifest["shards"]) / manifest["samples"])
     return int(np.mean(sizes))
 
 
@@ -127,7 +145,7 @@ def run(batches: int = 30) -> dict:
     from src.targets import Targets
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        jpeg_bytes = write_shards(root)
+        record_bytes = write_shards(root)
         plain = measure(root, batches)
         with_targets = measure(root, batches, Targets())
         return {
@@ -139,8 +157,9 @@ def run(batches: int = 30) -> dict:
             "loader_samples_per_s_one_worker_wall": round(plain[1], 1),
             "loader_compute_samples_per_s_per_core": round(compute_rate(root, batches), 1),
             "loader_targets_compute_samples_per_s_per_core": round(compute_rate(root, batches, Targets()), 1),
-            "loader_bench": f"{CROP}x{CROP} crops, batch {BATCH}, 640x480 JPEG ~{jpeg_bytes // 1000} kB, "
-                            f"1-4 people, background padding; rates per CPU-second of one loader worker",
+            "loader_bench": f"{CROP}x{CROP} crops, batch {BATCH}, 640x480 JPEG, ~{record_bytes // 1000} kB "
+                            "per record, 1-4 people, background padding; rates per CPU-second of one loader "
+                            "worker",
         }
 
 

@@ -1,0 +1,21 @@
+"""The loader benchmark reads shards written by the project's own writer (functional only: no timing)."""
+
+import json
+import tarfile
+
+from src.bench import loader
+
+
+def test_bench_shards_are_the_writers_format_and_load(tmp_path):
+    record_bytes = loader.write_shards(tmp_path)
+    manifest = json.loads((tmp_path / "coco" / "train" / "manifest.json").read_text())
+    assert manifest["samples"] == loader.IMAGES and len(manifest["shards"]) == loader.SHARDS
+    assert manifest["ignore_masks"] == loader.IMAGES // 3
+    assert 20_000 < record_bytes < 400_000  # COCO-like JPEG sizes
+    with tarfile.open(tmp_path / "coco" / "train" / manifest["shards"][0]["name"]) as tar:
+        members = tar.getmembers()
+    assert all(m.mtime == 0 and not m.pax_headers for m in members)  # plain ustar, as make shards writes
+    batch = next(iter(loader._datamodule(tmp_path).train_dataloader()))
+    assert tuple(batch["image"].shape) == (loader.BATCH, 3, loader.CROP, loader.CROP)
+    assert tuple(batch["keypoints"].shape[2:]) == (135, 3)
+    assert (batch["keypoints"][..., 2] <= 1).any()  # labelled people arrive
