@@ -1,7 +1,8 @@
 """One shard sample from tar bytes to arrays, and a list of augmented samples to one batch.
 
 Decode follows ``sharding/record.py``: ``<key>.jpg|png`` (decoded BGR, OpenPose's channel order),
-``<key>.json`` (meta), optional ``<key>.ignore.png`` (255 = ignored). A sample that cannot be decoded raises
+``<key>.json`` (meta) with ``<key>.keypoints.npy`` (or keypoints in the json), optional ``<key>.ignore.png``
+(255 = ignored). A sample that cannot be decoded raises
 ``BadSample``; the streams skip it and count it (``datamodules.mixing.Counter``).
 
 Batch contract (``collate``):
@@ -19,12 +20,11 @@ scale``), ``size`` and ``input_size`` ``[B, 2]`` (h, w of the original and of th
 
 from __future__ import annotations
 
-import json
-
 import cv2
 import numpy as np
 import torch
 
+from sharding.record import read_meta
 from src.skeleton import NUM_KEYPOINTS, labelled_keypoints
 
 IMAGE_KEYS = ("jpg", "jpeg", "png")
@@ -47,17 +47,16 @@ def decode(raw: dict, reduce: int = 1) -> tuple[np.ndarray, dict, np.ndarray | N
     if image is None:
         raise BadSample(f"sample {key!r}: {ext} image does not decode")
     try:
-        meta = json.loads(raw["json"])
-        people = meta.get("people") or []
-        for p in people:
-            kps = p["keypoints"] = np.asarray(p["keypoints"], np.float32)
+        meta = read_meta(raw)
+        for p in meta["people"]:
+            kps = p["keypoints"]
             if kps.shape != (NUM_KEYPOINTS, 3):
                 raise ValueError(f"keypoints of person {p.get('id')} are not 135 x 3")
             lost = ~np.isfinite(kps).all(1) & (np.nan_to_num(kps[:, 2], nan=0) <= 1)
             kps[lost] = (0, 0, 2)  # a labelled point without finite coordinates: background, not NaN
             p["center"], p["bbox"] = [float(v) for v in p["center"]], [float(v) for v in p["bbox"]]
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise BadSample(f"sample {key!r}: bad json ({exc})") from exc
+        raise BadSample(f"sample {key!r}: bad meta or keypoints ({exc})") from exc
     ignore = None
     if "ignore.png" in raw:
         ignore = cv2.imdecode(np.frombuffer(raw["ignore.png"], np.uint8), cv2.IMREAD_GRAYSCALE)

@@ -2,14 +2,23 @@
 
 Shard members per sample (WebDataset keys share ``key``):
   ``<key>.jpg`` or ``<key>.png``  the original image bytes (JPEG sources are never re-encoded)
-  ``<key>.json``                  ``meta``, see ``Record.meta`` below
+  ``<key>.json``                  ``meta`` (see ``Record.meta``) without the people's keypoints
+  ``<key>.keypoints.npy``         float32 ``[P, 135, 3]``: person i's keypoints; omitted when P = 0. Parsing
+                                  1620 numbers per person from JSON costs a loader more than the rest of
+                                  the meta together; shards written by hand may keep ``keypoints`` in the json
   ``<key>.ignore.png``            uint8, 255 where the loss ignores the image (crowds, unlabelled people);
                                   omitted when nothing is ignored
 """
 
 from __future__ import annotations
 
+import io
+import json
 from dataclasses import dataclass
+
+import numpy as np
+
+KEYPOINTS = "keypoints.npy"
 
 
 @dataclass
@@ -24,3 +33,35 @@ class Record:
     ext: str  # "jpg" or "png"
     meta: dict
     ignore_png: bytes | None = None
+
+    def members(self) -> dict:
+        """The tar members (module docstring): the keypoints leave the json for one ``.npy`` array."""
+        people = self.meta["people"]
+        meta = dict(self.meta, people=[{k: v for k, v in p.items() if k != "keypoints"} for p in people])
+        out = {"__key__": self.key, self.ext: self.image,
+               "json": json.dumps(meta, separators=(",", ":")).encode()}
+        if people:
+            buf = io.BytesIO()
+            np.save(buf, np.asarray([p["keypoints"] for p in people], np.float32))
+            out[KEYPOINTS] = buf.getvalue()
+        if self.ignore_png is not None:
+            out["ignore.png"] = self.ignore_png
+        return out
+
+
+def read_meta(sample: dict) -> dict:
+    """A shard sample's meta with every person's ``keypoints`` as a float32 ``[135, 3]`` array, from the
+    ``.keypoints.npy`` member or, when there is none, from the json. Raises ``ValueError`` (json, npy or a
+    shape that does not match the people) or ``KeyError`` (a person without keypoints)."""
+    meta = json.loads(sample["json"])
+    people = meta["people"] = meta.get("people") or []
+    if KEYPOINTS in sample:
+        kps = np.load(io.BytesIO(sample[KEYPOINTS]), allow_pickle=False)
+        if kps.shape[1:] != (135, 3) or len(kps) != len(people):
+            raise ValueError(f"{KEYPOINTS} holds an array of shape {kps.shape} for {len(people)} people")
+        for p, k in zip(people, kps.astype(np.float32, copy=False), strict=True):
+            p["keypoints"] = k
+    else:
+        for p in people:
+            p["keypoints"] = np.asarray(p["keypoints"], np.float32)
+    return meta

@@ -30,6 +30,7 @@ from sharding.source import Source
 from src.skeleton import GROUPS, NUM_KEYPOINTS, WHOLEBODY_PARTS, to_wholebody133
 
 MANIFEST = "manifest.json"
+FORMAT = 2  # of the shard members (sharding/record.py); a new format rebuilds every split
 
 
 @dataclass
@@ -62,7 +63,7 @@ def fingerprint(conv: Source, split: str, settings: Settings) -> str:
         "version": conv.version,
         "inputs": {k: [str(p.resolve()), _describe(p)] for k, p in conv.inputs(split).items()},
         "extra": conv.fingerprint_extra(),
-        "settings": [settings.max_count, settings.max_bytes, settings.seed],
+        "settings": [settings.max_count, settings.max_bytes, settings.seed, FORMAT],
     }
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -89,7 +90,7 @@ class _ShardSink:
         self.shards: list[dict] = []
         self.tar = self.file = None
 
-    def write(self, rec: Record, meta_bytes: bytes) -> None:
+    def write(self, rec: Record) -> None:
         full = self.tar is not None and (self.count >= self.settings.max_count
                                          or self.size >= self.settings.max_bytes)
         if full:
@@ -99,10 +100,7 @@ class _ShardSink:
             self.file = _HashingFile(self.folder / (name + ".tmp"))
             self.tar = wds.TarWriter(self.file, encoder=False, mtime=0)
             self.name, self.count, self.size = name, 0, 0
-        sample = {"__key__": rec.key, rec.ext: rec.image, "json": meta_bytes}
-        if rec.ignore_png is not None:
-            sample["ignore.png"] = rec.ignore_png
-        self.size += self.tar.write(sample)
+        self.size += self.tar.write(rec.members())
         self.count += 1
 
     def _close(self) -> None:
@@ -274,7 +272,7 @@ def build_split(name: str, conv: Source, split: str, out_dir: Path, settings: Se
                 continue
             seen_keys.add(rec.key)
             seen_ids.add(rec.meta["image_id"])
-            sink.write(rec, json.dumps(rec.meta, separators=(",", ":")).encode())
+            sink.write(rec)
             tally.add(rec, kps)
             if split == "val":
                 m = rec.meta

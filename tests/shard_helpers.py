@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import webdataset as wds
 
+from sharding.record import KEYPOINTS
 from src.skeleton import GROUPS, NUM_KEYPOINTS, labelled_keypoints
 
 
@@ -59,7 +60,8 @@ def sample(key: str, image_id: int, source: str, groups, people: list[dict], ima
 def write_source(root: Path, name: str, split: str = "train", n: int = 8, shards: int = 2, size=(64, 64),
                  groups=("body",), people: int = 1, ext: str = "png", first_id: int = 1, seed: int = 0,
                  corrupt: dict[int, str] | None = None) -> list[Path]:
-    """``n`` samples over ``shards`` tars. ``corrupt`` {sample index: 'image' | 'json'} plants bad members."""
+    """``n`` samples over ``shards`` tars, keypoints in the json (hand-written shards). ``corrupt``
+    {sample index: 'image' | 'json' | 'keypoints'} plants bad members."""
     rng = np.random.default_rng(seed)
     folder = Path(root) / name / split
     folder.mkdir(parents=True, exist_ok=True)
@@ -76,6 +78,8 @@ def write_source(root: Path, name: str, split: str = "train", n: int = 8, shards
             rec[ext] = b"not an image at all"
         elif kind == "json":
             rec["json"] = b"{broken json"
+        elif kind == "keypoints":  # the writer's .npy member, but not an array
+            rec[KEYPOINTS] = b"not an npy array"
         writers[i % shards].write(rec)
         gt_images.append({"id": first_id + i, "width": w, "height": h, "file_name": f"{name}_{i:05d}.{ext}"})
     for wr in writers:

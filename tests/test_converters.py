@@ -16,6 +16,7 @@ from sharding.faces import CocoFaces, PtsFaces
 from sharding.hands import CocoHands, HandDbRaw
 from sharding.mpii import Mpii
 from sharding.people import FACE_TO_PERSON, HAND_TO_PERSON, InputError
+from sharding.record import read_meta
 from sharding.writer import build_split
 from src.skeleton import GROUPS, labelled_keypoints
 
@@ -31,7 +32,7 @@ def samples(tmp_path, name="src", split="val") -> list[dict]:
     urls = sorted(str(p) for p in (tmp_path / name / split).glob("*.tar"))
     out = []
     for s in wds.WebDataset(urls, shardshuffle=False):
-        s = dict(s, json=json.loads(s["json"]))
+        s = dict(s, json=read_meta(s))
         for k in ("jpg", "png", "ignore.png"):
             if k in s:
                 s[k] = np.asarray(Image.open(io.BytesIO(s[k])))

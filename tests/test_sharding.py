@@ -4,6 +4,7 @@
 import functools
 import hashlib
 import http.server
+import io
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import webdataset as wds
 
 from sharding.coco import CocoBody
 from sharding.people import InputError
+from sharding.record import KEYPOINTS, Record, read_meta
 from sharding.synthetic_source import split_counts
 from sharding.writer import Settings, build_split
 
@@ -81,7 +83,9 @@ def test_layout_manifest_and_webdataset(tmp_path):
     assert len(got) == 5 == sum(s["samples"] for s in m["shards"])
     assert {s["__key__"] for s in got} == {f"toy-{i}" for i in range(1, 6)}
     for s in got:
-        meta = json.loads(s["json"])
+        assert all("keypoints" not in p for p in json.loads(s["json"])["people"])  # they are in the .npy
+        assert np.load(io.BytesIO(s[KEYPOINTS])).dtype == np.float32
+        meta = read_meta(s)
         assert set(meta) >= {"image_id", "file_name", "width", "height", "source", "groups", "people"}
         assert meta["source"] == "toy" and meta["groups"] == ["body"]
         assert s["jpg"] == (src / meta["file_name"]).read_bytes()
@@ -236,7 +240,7 @@ def test_points_slightly_outside_become_background(tmp_path):
     _, m = build_split("toy", coco(src), "val", tmp_path / "out")
     assert m["skipped"]["count"] == 0 and m["labelled_keypoints"]["body"] == 9
     (s,) = wds.WebDataset(str(tmp_path / "out" / "toy" / "val" / "toy-val-000000.tar"), shardshuffle=False)
-    assert json.loads(s["json"])["people"][0]["keypoints"][0] == [0, 0, 2]
+    assert read_meta(s)["people"][0]["keypoints"][0].tolist() == [0, 0, 2]
 
 
 # -- structural errors: a clear error and nothing written ----------------------------------------------
@@ -317,7 +321,7 @@ def test_cli_synthetic_default(tmp_path):
             assert len(got) == m["samples"] > 0
             totals[split] += m["samples"]
             for s in got:
-                meta = json.loads(s["json"])
+                meta = read_meta(s)
                 assert meta["source"] == kind and (meta["width"], meta["height"]) == (128, 128)
                 assert ("jpg" in s or "png" in s) and all(len(p["keypoints"]) == 135 for p in meta["people"])
             if split == "val":
@@ -333,3 +337,18 @@ def test_parallel_workers_write_identical_shards(tmp_path):
     _, two = build_split("toy", coco(src), "train", tmp_path / "b", Settings(max_count=4, workers=2))
     assert [s["sha256"] for s in one["shards"]] == [s["sha256"] for s in two["shards"]]
     assert len(one["shards"]) == 2
+
+
+def test_keypoints_member_round_trips_and_bad_ones_are_named():
+    kps = np.random.default_rng(0).uniform(0, 500, (2, 135, 3)).astype(np.float32)
+    meta = {"image_id": 1, "people": [{"id": i, "keypoints": kps[i].tolist(), "bbox": [0, 0, 1, 1]}
+                                      for i in range(2)]}
+    members = Record("k", b"jpg", "jpg", meta).members()
+    assert set(members) == {"__key__", "jpg", "json", KEYPOINTS}
+    back = read_meta(members)
+    assert np.array_equal(np.stack([p["keypoints"] for p in back["people"]]), kps)
+    assert back["people"][0]["bbox"] == [0, 0, 1, 1]
+    assert KEYPOINTS not in Record("k", b"jpg", "jpg", dict(meta, people=[])).members()  # nobody: no array
+    one_person = dict(members, json=json.dumps(dict(meta, people=meta["people"][:1])).encode())
+    with pytest.raises(ValueError, match=r"shape \(2, 135, 3\) for 1 people"):
+        read_meta(one_person)
