@@ -30,6 +30,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from sharding.people import ignore_png
 from sharding.record import Record
 from sharding.synthetic_figure import (
     HAND_LEN,
@@ -249,13 +250,9 @@ def record(kind: str, split: str, index: int, seed: int, size: int = 256) -> Rec
     scene = render(kind, split, index, seed, size)
     key = f"{kind}-{split}-{index:07d}"
     ok, jpg = cv2.imencode(".jpg", scene.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-    ignore_png = None
-    if scene.ignore is not None:
-        ok, png = cv2.imencode(".png", scene.ignore.astype(np.uint8) * 255)
-        ignore_png = png.tobytes()
     meta = {"image_id": image_id(kind, split, index), "file_name": f"{key}.jpg", "width": size,
             "height": size, "source": kind, "groups": list(scene.groups), "people": scene.people}
-    return Record(key=key, image=jpg.tobytes(), ext="jpg", meta=meta, ignore_png=ignore_png)
+    return Record(key=key, image=jpg.tobytes(), ext="jpg", meta=meta, ignore_png=ignore_png(scene.ignore))
 
 
 def iter_records(kind: str, split: str, count: int, seed: int, size: int = 256) -> Iterator[Record]:

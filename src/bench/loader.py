@@ -30,6 +30,7 @@ import torch
 
 from datamodules.packed_targets import unpack
 from datamodules.wholebody import WholeBodyDataModule
+from sharding.people import ignore_png
 from sharding.record import Record
 from sharding.source import Plan, Source
 from sharding.writer import Settings, build_split
@@ -81,12 +82,10 @@ class _BenchSource(Source):
             ppl = [_person(rng) for _ in range(int(rng.integers(1, 5)))] if self.people else []
             meta = {"image_id": i + 1, "file_name": f"{i:06d}.jpg", "width": 640, "height": 480,
                     "groups": list(self.groups), "people": ppl}
-            ignore = None
+            mask = np.zeros((480, 640), np.uint8)
             if self.people and i % 3 == 0:
-                mask = np.zeros((480, 640), np.uint8)
                 cv2.rectangle(mask, (0, 0), (160, 120), 255, -1)
-                ignore = cv2.imencode(".png", mask)[1].tobytes()
-            yield Record(f"{name}_{i:06d}", jpg, "jpg", meta, ignore)
+            yield Record(f"{name}_{i:06d}", jpg, "jpg", meta, ignore_png(mask))
 
 
 def write_shards(root: Path, seed: int = 0) -> int:
