@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI request from every loader worker
@@ -86,12 +87,22 @@ def crop_matrix(centre, height: float, m: float, angle: float, offset, flip: boo
     return mat
 
 
+def covers(matrix: np.ndarray, height: int, width: int, size: int) -> bool:
+    """Whether the ``size`` crop of ``matrix`` lies inside the ``height x width`` image with a pixel to spare,
+    so that bilinear sampling never reaches past the edge: no padding."""
+    inv = cv2.invertAffineTransform(matrix)
+    corners = np.array([[0, 0], [size - 1, 0], [0, size - 1], [size - 1, size - 1]], np.float64)
+    xy = corners @ inv[:, :2].T + inv[:, 2]
+    return bool((xy >= 0).all() and (xy[:, 0] <= width - 2).all() and (xy[:, 1] <= height - 2).all())
+
+
 class PersonAffine(A.DualTransform):
     """Scale/rotate/crop/flip around a randomly chosen labelled person, as one affine (module docstring).
 
     Extra inputs (passed to the Compose call): ``people`` = list of ``(centre xy, height px, keypoints
-    [135, 3])`` and ``background`` (an ``S x S x 3`` uint8 patch pasted where the warp has no source pixels,
-    or None). Applied params hold ``matrix`` and ``flip``.
+    [135, 3])`` and ``background`` (a callable returning an ``S x S x 3`` uint8 patch to paste where the warp
+    has no source pixels, called only when there are such pixels; or None). Applied params hold ``matrix``
+    and ``flip``.
     """
 
     def __init__(self, size: int, policy: Policy, p: float = 1.0):
@@ -112,9 +123,11 @@ class PersonAffine(A.DualTransform):
         offset = (rnd.uniform(-jit, jit), rnd.uniform(-jit, jit))
         angle = rnd.uniform(-pol.rotate, pol.rotate)
         flip = rnd.random() < pol.flip
-        background = data.get("background")
-        return {"matrix": crop_matrix(centre, height, m, angle, offset, flip, size), "flip": flip,
-                "background": background, "fill_mask": 0 if background is not None else 255}
+        matrix = crop_matrix(centre, height, m, angle, offset, flip, size)
+        draw = data.get("background")  # a background patch is drawn (decoded) only when the crop has padding
+        patch = draw() if draw is not None and not covers(matrix, h, w, size) else None
+        return {"matrix": matrix, "flip": flip, "background": patch,
+                "fill_mask": 0 if draw is not None else 255}
 
     def _swap_centre(self, centre: np.ndarray, kps: np.ndarray, m: float) -> np.ndarray:
         """Spec §4.3 step 2: hand and face sources sometimes centre on a visible wrist or the nose."""
@@ -195,7 +208,8 @@ class Augment:
         self.compose.set_random_seed(seed)
 
     def __call__(self, image: np.ndarray, meta: dict, ignore: np.ndarray | None = None,
-                 background: np.ndarray | None = None) -> dict:
+                 background: Callable[[], np.ndarray] | None = None) -> dict:
+        """``background``: draws a padding patch (``PersonAffine``); None pads with black, ignored."""
         people = meta.get("people") or []
         kps = np.asarray([p["keypoints"] for p in people], np.float32).reshape(-1, 135, 3)
         anchors = [(p["center"], p.get("scale") or p["bbox"][3], kps[i]) for i, p in enumerate(people)]

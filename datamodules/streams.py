@@ -148,7 +148,7 @@ class TrainStream(IterableDataset):
         for r in raw:
             try:
                 image, meta, ignore = decode(r)
-                out = augment(image, meta, ignore, backgrounds.next() if backgrounds else None)
+                out = augment(image, meta, ignore, backgrounds.next if backgrounds else None)
                 streak = 0
             except DATA_ERRORS as exc:
                 streak += 1

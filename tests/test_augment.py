@@ -13,6 +13,7 @@ from datamodules.augment import (
     Policy,
     background_canvas,
     background_patch,
+    covers,
     crop_matrix,
     resize_for_eval,
 )
@@ -143,9 +144,16 @@ def test_ignore_mask_is_warped_and_padding_depends_on_background():
     padded = small(image, meta)
     assert padded["ignore"][0, 0] == 1.0 and (padded["image"][0, 0] == 0).all()
     bg = np.full((160, 160, 3), 40, np.uint8)
-    pasted = small(image, meta, None, bg)
+    drawn = []
+    pasted = small(image, meta, None, lambda: drawn.append(1) or bg)
     assert pasted["ignore"].max() == 0.0 and (pasted["image"][0, 0] == 40).all()
-    assert (pasted["image"][80, 80] == 200).all()
+    assert (pasted["image"][80, 80] == 200).all() and drawn == [1]
+    # a crop inside the image has no padding: no background is drawn (decoding one costs as much as the image)
+    inside = Augment(Policy("body", (1.5, 1.5), rotate=0.0, flip=0.0), size=160)
+    inside.seed(0)
+    covered = inside(image, meta, None, lambda: drawn.append(1) or bg)
+    assert drawn == [1] and (covered["image"] == 200).all() and covered["ignore"].max() == 0.0
+    assert covers(covered["matrix"], 200, 200, 160) and not covers(pasted["matrix"], 200, 200, 160)
 
 
 def test_hand_policy_centres_on_a_wrist_when_zoomed():
