@@ -155,9 +155,14 @@ class PersonAffine(A.DualTransform):
 
     def apply_to_mask(self, mask: np.ndarray, matrix: np.ndarray, fill_mask: int = 255,
                       **params) -> np.ndarray:
-        s = self.size
-        return cv2.warpAffine(mask, matrix, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                              borderValue=fill_mask)
+        """At half the crop's resolution: the loss uses the mask only as the ignored fraction of each
+        stride-8 cell (``Augment`` area-resizes it), which 4 x 4 samples per cell give as well as 8 x 8, for
+        a quarter of the warp. Crop pixel ``u`` is half-resolution pixel ``(u - 0.5) / 2``."""
+        half = self.size // 2
+        to_half = 0.5 * matrix
+        to_half[:, 2] -= 0.25
+        return cv2.warpAffine(mask, to_half, (half, half), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=fill_mask)
 
     def apply_to_keypoints(self, keypoints: np.ndarray, matrix: np.ndarray, **params) -> np.ndarray:
         out = keypoints.copy()

@@ -3,6 +3,7 @@ points leaving the crop, the ignore mask and padding, centre swapping, eval resi
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 from shard_helpers import person
@@ -218,3 +219,22 @@ def test_seeded_and_photometric():
     assert np.array_equal(runs[0]["image"], runs[1]["image"])  # same seed, same crop
     assert np.array_equal(runs[0]["keypoints"], runs[2]["keypoints"])  # colour jitter moves no point
     assert not np.array_equal(runs[0]["image"], runs[2]["image"])
+
+
+def test_ignore_fractions_match_a_full_resolution_warp():
+    """The mask is warped at half resolution; the stride-8 fractions stay those of the full-size warp."""
+    rng = np.random.default_rng(0)
+    ignore = np.zeros((300, 400), np.uint8)
+    for _ in range(6):
+        centre = tuple(int(v) for v in rng.integers(0, 300, 2))
+        cv2.circle(ignore, centre, int(rng.integers(10, 60)), 255, -1)
+    meta = _meta([person((200, 150), 120, points={0: (200.0, 150.0)})])
+    aug = Augment(Policy("body", (0.5, 2.0), rotate=30.0), size=160)
+    aug.seed(1)
+    for _ in range(8):
+        out = aug(np.zeros((300, 400, 3), np.uint8), meta, ignore)
+        full = cv2.warpAffine(ignore, out["matrix"].astype(np.float64), (160, 160), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=255)
+        want = cv2.resize(full, (20, 20), interpolation=cv2.INTER_AREA) / 255.0
+        diff = np.abs(out["ignore"] - want)
+        assert want.std() > 0.1 and diff.mean() < 0.01 and diff.max() < 0.15
