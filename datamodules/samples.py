@@ -50,8 +50,6 @@ def decode(raw: dict, reduce: int = 1) -> tuple[np.ndarray, dict, np.ndarray | N
         meta = read_meta(raw)
         for p in meta["people"]:
             kps = p["keypoints"]
-            if kps.shape != (NUM_KEYPOINTS, 3):
-                raise ValueError(f"keypoints of person {p.get('id')} are not 135 x 3")
             lost = ~np.isfinite(kps).all(1) & (np.nan_to_num(kps[:, 2], nan=0) <= 1)
             kps[lost] = (0, 0, 2)  # a labelled point without finite coordinates: background, not NaN
             p["center"], p["bbox"] = [float(v) for v in p["center"]], [float(v) for v in p["bbox"]]

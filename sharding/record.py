@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from src.skeleton import NUM_KEYPOINTS
+
 KEYPOINTS = "keypoints.npy"
 
 
@@ -52,16 +54,18 @@ class Record:
 def read_meta(sample: dict) -> dict:
     """A shard sample's meta with every person's ``keypoints`` as a float32 ``[135, 3]`` array, from the
     ``.keypoints.npy`` member or, when there is none, from the json. Raises ``ValueError`` (json, npy or a
-    shape that does not match the people) or ``KeyError`` (a person without keypoints)."""
+    shape other than 135 x 3 per person) or ``KeyError`` (a person without keypoints)."""
     meta = json.loads(sample["json"])
     people = meta["people"] = meta.get("people") or []
     if KEYPOINTS in sample:
         kps = np.load(io.BytesIO(sample[KEYPOINTS]), allow_pickle=False)
-        if kps.shape[1:] != (135, 3) or len(kps) != len(people):
+        if kps.shape[1:] != (NUM_KEYPOINTS, 3) or len(kps) != len(people):
             raise ValueError(f"{KEYPOINTS} holds an array of shape {kps.shape} for {len(people)} people")
         for p, k in zip(people, kps.astype(np.float32, copy=False), strict=True):
             p["keypoints"] = k
-    else:
-        for p in people:
-            p["keypoints"] = np.asarray(p["keypoints"], np.float32)
+        return meta
+    for p in people:
+        p["keypoints"] = np.asarray(p["keypoints"], np.float32)
+        if p["keypoints"].shape != (NUM_KEYPOINTS, 3):
+            raise ValueError(f"keypoints of person {p.get('id')} are not {NUM_KEYPOINTS} x 3")
     return meta

@@ -352,3 +352,6 @@ def test_keypoints_member_round_trips_and_bad_ones_are_named():
     one_person = dict(members, json=json.dumps(dict(meta, people=meta["people"][:1])).encode())
     with pytest.raises(ValueError, match=r"shape \(2, 135, 3\) for 1 people"):
         read_meta(one_person)
+    short = dict(meta, people=[dict(meta["people"][0], keypoints=kps[0, :134].tolist())])  # keypoints in json
+    with pytest.raises(ValueError, match="keypoints of person 0 are not 135 x 3"):
+        read_meta({"json": json.dumps(short).encode()})
