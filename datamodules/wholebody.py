@@ -76,10 +76,10 @@ class WholeBodyDataModule(L.LightningDataModule):
     def __init__(self, sources, val=None, root: str = "data/shards", crop: int = 480, batch_size: int = 10,
                  batches_per_epoch: int = 1000, mix: str = "per_sample", scale_ranges: str = "intended",
                  photometric: float = 0.0, rotate: float = 45.0, shuffle_buffer: int = 100,
-                 background_reuse: int = 4,
-                 num_workers: int = 4, pin_memory: bool = False, val_batch_size: int = 1,
-                 val_num_workers: int = 1, val_size: int = 480, val_fit: str = "height", targets=None,
-                 targets_on: str = "device", seed: int = 0, on_missing: str = "error"):
+                 background_reuse: int = 4, num_workers: int = 4, pin_memory: bool = False,
+                 val_batch_size: int = 1, val_num_workers: int = 1, val_size: int = 480,
+                 val_fit: str = "height", targets=None, targets_on: str = "device", seed: int = 0,
+                 on_missing: str = "error"):
         super().__init__()
         self.source_cfg = _as_dict(sources, "sources")
         self.val_cfg = _as_dict(val, "val") if val else {}

@@ -37,13 +37,11 @@ class ValidationCollector:
         self.records: dict[str, dict[int, list[dict]]] = {}  # val source -> image id -> result records
         self.samples: list[tuple[np.ndarray, torch.Tensor, list[np.ndarray]]] = []
 
-    def add(self, batch: dict, maps: torch.Tensor | list[torch.Tensor], scales: list[float] | None = None
-            ) -> None:
-        """``maps [B, 439, H/8, W/8]`` of the padded batch, or one such per scale of ``scales`` (averaged by
-        the decoder); records go back to original-image pixels."""
+    def add(self, batch: dict, per_scale: list[torch.Tensor], scales: list[float]) -> None:
+        """``per_scale``: the maps ``[B, 439, h, w]`` of the padded batch at each factor of ``scales``
+        (:func:`multiscale_maps`; averaged by the decoder); records go back to original-image pixels."""
         height, width = batch["image"].shape[-2:]
-        per_scale = maps if isinstance(maps, list) else [maps]
-        maps = per_scale[scales.index(1.0) if scales and 1.0 in scales else 0]
+        maps = per_scale[scales.index(1.0) if 1.0 in scales else 0]  # the one drawn
         for i in range(maps.shape[0]):
             people = self.decoder([m[i] for m in per_scale], (height, width), scales)
             scale = tuple(float(s) for s in batch["scale"][i])
