@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 
-from sharding.record import read_meta
+from src.record import read_meta
 from src.skeleton import NUM_KEYPOINTS, labelled_keypoints
 
 IMAGE_KEYS = ("jpg", "jpeg", "png")

@@ -21,7 +21,7 @@ from sharding.people import (
     part_person,
     read_image,
 )
-from sharding.record import Record
+from src.record import Record
 from sharding.source import Plan, Source
 from src.skeleton import from_face
 

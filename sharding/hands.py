@@ -25,7 +25,7 @@ from sharding.people import (
     part_person,
     read_image,
 )
-from sharding.record import Record
+from src.record import Record
 from sharding.source import Plan, Source, load_json, require
 from src.skeleton import from_hand21
 

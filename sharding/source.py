@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sharding.people import InputError, SkipRecord
-from sharding.record import Record
+from src.record import Record
 
 SPLITS = ("train", "val")
 

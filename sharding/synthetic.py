@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from sharding.people import ignore_png
-from sharding.record import Record
+from src.record import Record
 from sharding.synthetic_figure import (
     HAND_LEN,
     HEAD_R,

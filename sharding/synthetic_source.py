@@ -13,7 +13,7 @@ import hashlib
 import importlib.util
 from pathlib import Path
 
-from sharding.record import Record
+from src.record import Record
 from sharding.source import Plan, Source
 
 KIND_GROUPS = {

@@ -25,7 +25,7 @@ import numpy as np
 import webdataset as wds
 
 from sharding.people import SkipRecord
-from sharding.record import Record
+from src.record import Record
 from sharding.source import Source
 from src.skeleton import GROUPS, NUM_KEYPOINTS, WHOLEBODY_PARTS, to_wholebody133
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from src.wholebody_eval import EvalInputError, evaluate_wholebody, format_table, load_predictions
+from src.evaluation.evaluator import EvalInputError, evaluate_wholebody, format_table, load_predictions
 
 IMAGE_SOURCE = "images"  # the source name of images=DIR samples
 
@@ -60,8 +60,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, dict[str, float]]:
     import torch
     from hydra.utils import instantiate
 
-    from src.module import PoseModule
-    from src.validation import multiscale_maps
+    from src.model.module import PoseModule
+    from src.evaluation.validation import multiscale_maps
 
     module = PoseModule.load_from_checkpoint(cfg.ckpt_path, map_location="cpu").eval()
     height = int(cfg.height or module.hparams.input_size)

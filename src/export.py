@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from src import skeleton
-from src.model import PoseNet
+from src.model.net import PoseNet
 
 log = logging.getLogger(__name__)
 logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one INFO line per deduplicated initializer
@@ -58,7 +58,7 @@ def net_config(model_cfg: DictConfig | dict) -> dict:
 def read_checkpoint(ckpt_path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     """(network tensors without the module prefix, the network config saved with them or None).
 
-    Accepts a Lightning checkpoint of :class:`src.module.PoseModule` (``state_dict`` with ``net.`` keys,
+    Accepts a Lightning checkpoint of :class:`src.model.module.PoseModule` (``state_dict`` with ``net.`` keys,
     ``hyper_parameters.net``) or a plain state dict of the network.
     """
     path = Path(ckpt_path)

@@ -23,7 +23,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src import cost
+from src.model import cost
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from src.decode import Decoder, to_image_pixels
-from src.outputs import wholebody_records
+from src.decoder.decode import Decoder, to_image_pixels
+from src.decoder.writers import wholebody_records
 from src.skeleton import GROUPS, from_wholebody133, labelled_keypoints
 from src.targets import Targets
-from src.wholebody_eval import evaluate_wholebody, format_table, load_gt
+from src.evaluation.evaluator import evaluate_wholebody, format_table, load_gt
 
 ALL_GROUPS = labelled_keypoints(list(GROUPS))
 """A COCO-WholeBody source labels every group (its absent MPII points carry code 4 per person)."""

@@ -32,10 +32,10 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from datamodules.augment import resize_for_eval
-from src import draw
-from src.decode import to_image_pixels
+from src.decoder import draw
+from src.decoder.decode import to_image_pixels
 from src.export import build_network, load_exported
-from src.outputs import wholebody_records, write_openpose_json
+from src.decoder.writers import wholebody_records, write_openpose_json
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import torch  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from src.module import METRICS_FILE  # noqa: E402
-from src.run_logs import ResumableCSVLogger, loss_curve  # noqa: E402
+from src.model.module import METRICS_FILE  # noqa: E402
+from src.runs.logs import ResumableCSVLogger, loss_curve  # noqa: E402
 
 log = logging.getLogger(__name__)
 

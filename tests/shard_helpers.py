@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import webdataset as wds
 
-from sharding.record import KEYPOINTS
+from src.record import KEYPOINTS
 from src.skeleton import GROUPS, NUM_KEYPOINTS, labelled_keypoints
 
 

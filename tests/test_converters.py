@@ -16,7 +16,7 @@ from sharding.faces import CocoFaces, PtsFaces
 from sharding.hands import CocoHands, HandDbRaw
 from sharding.mpii import Mpii
 from sharding.people import FACE_TO_PERSON, HAND_TO_PERSON, InputError
-from sharding.record import read_meta
+from src.record import read_meta
 from sharding.writer import build_split
 from src.skeleton import GROUPS, labelled_keypoints
 
@@ -109,7 +109,7 @@ def test_wholebody_fixture_counts(fixtures, tmp_path):
 def test_val_gt_json_reproduces_the_reference_metrics(fixtures, tmp_path, conv, case):
     """gt.json written from the shards scores the reference predictions exactly as the original GT does
     with xtcocotools (crowd/keypoint-free people and the hands' own wrists included)."""
-    from src.wholebody_eval import evaluate_wholebody
+    from src.evaluation.evaluator import evaluate_wholebody
 
     reference = fixtures / "coco_wholebody_eval" / "expected_metrics_xtcocotools.json"
     expected = json.loads(reference.read_text())[case]

@@ -12,10 +12,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from src.connections import Connections, score_connections
-from src.decode import Decoder, Person, decode, to_image_pixels
-from src.outputs import openpose_json, wholebody_records, write_openpose_json
-from src.peaks import Peaks, find_peaks
+from src.decoder.connections import Connections, score_connections
+from src.decoder.decode import Decoder, Person, decode, to_image_pixels
+from src.decoder.writers import openpose_json, wholebody_records, write_openpose_json
+from src.decoder.peaks import Peaks, find_peaks
 from src.skeleton import WHOLEBODY_PARTS
 from src.targets import Targets
 

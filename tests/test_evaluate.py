@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from src import wholebody_eval as we
-from src.wholebody_eval import STATS, EvalInputError, evaluate_wholebody, load_predictions
+from src.evaluation import evaluator as we
+from src.evaluation.evaluator import STATS, EvalInputError, evaluate_wholebody, load_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = "coco_wholebody_eval/expected_metrics_xtcocotools.json"

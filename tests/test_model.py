@@ -7,9 +7,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from src import skeleton, solver
-from src.loss import StageLoss, channel_groups
-from src.model import VGG19, PoseNet, StridedStem, count_parameters, load_backbone
+from src import skeleton
+from src.model import solver
+from src.model.loss import StageLoss, channel_groups
+from src.model.net import VGG19, PoseNet, StridedStem, count_parameters, load_backbone
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if not p.stem.startswith("_"))

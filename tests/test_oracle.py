@@ -12,7 +12,7 @@ import pytest
 from conftest import FIXTURES, ROOT
 
 from src.oracle import round_trip
-from src.wholebody_eval import STATS, evaluate_wholebody, load_gt
+from src.evaluation.evaluator import STATS, evaluate_wholebody, load_gt
 
 
 @pytest.fixture(scope="module")

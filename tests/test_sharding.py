@@ -20,7 +20,7 @@ import webdataset as wds
 
 from sharding.coco import CocoBody
 from sharding.people import InputError
-from sharding.record import KEYPOINTS, Record, read_meta
+from src.record import KEYPOINTS, Record, read_meta
 from sharding.synthetic_source import split_counts
 from sharding.writer import Settings, build_split
 

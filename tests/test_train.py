@@ -17,7 +17,7 @@ from hydra.errors import ConfigCompositionException, InstantiationException, Mis
 from omegaconf import OmegaConf
 
 from src.evaluate import evaluate_checkpoint
-from src.module import NonFiniteLossError
+from src.model.module import NonFiniteLossError
 from src.train import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.model import VGG19, Stage, StridedStem
+from src.model.net import VGG19, Stage, StridedStem
 
 NOSE, LEYE, REYE, LEAR, REAR, LSHOULDER, RSHOULDER, LELBOW, RELBOW, LWRIST, RWRIST = range(11)
 HEAD = [NOSE, LEYE, REYE, LEAR, REAR]

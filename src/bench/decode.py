@@ -16,7 +16,7 @@ import time
 import torch
 
 from src.bench.scenes import crowd
-from src.decode import Decoder
+from src.decoder.decode import Decoder
 from src.skeleton import NUM_KEYPOINTS
 from src.targets import Targets
 

@@ -31,7 +31,7 @@ import torch
 from datamodules.packed_targets import unpack
 from datamodules.wholebody import WholeBodyDataModule
 from sharding.people import ignore_png
-from sharding.record import Record
+from src.record import Record
 from sharding.source import Plan, Source
 from sharding.writer import Settings, build_split
 from src.skeleton import from_coco23

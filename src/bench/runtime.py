@@ -31,11 +31,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src import cost, skeleton
+from src import skeleton
+from src.model import cost
 from src.bench.__main__ import machine
 from src.bench.cascade import Cascade, CropNet
 from src.bench.scenes import crowd
-from src.decode import Decoder
+from src.decoder.decode import Decoder
 from src.targets import Targets
 
 matplotlib.use("Agg")

@@ -19,9 +19,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from src import solver
-from src.loss import StageLoss
-from src.validation import ValidationCollector, multiscale_maps
+from src.model import solver
+from src.model.loss import StageLoss
+from src.evaluation.validation import ValidationCollector, multiscale_maps
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 class PoseModule(L.LightningModule):
-    """Trains a :class:`src.model.PoseNet` built from ``net`` (a Hydra node, instantiated here so that a
+    """Trains a :class:`src.model.net.PoseNet` built from ``net`` (a Hydra node, instantiated here so that a
     checkpoint alone rebuilds the network)."""
 
     def __init__(self, net: dict, input_size: int, optimizer: dict, schedule: dict,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from src.peaks import Peaks, take
+from src.decoder.peaks import Peaks, take
 from src.skeleton import NUM_KEYPOINTS, PAIRS_A, PAIRS_B
 
 MAX_SAMPLES = 25

@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from src import cost
+from src.model import cost
 
 log = logging.getLogger(__name__)
 

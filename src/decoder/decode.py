@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from src.assemble import greedy, keep_people, merge_face_fragments, pair_scores
-from src.connections import score_connections
-from src.peaks import find_peaks
+from src.decoder.assemble import greedy, keep_people, merge_face_fragments, pair_scores
+from src.decoder.connections import score_connections
+from src.decoder.peaks import find_peaks
 from src.skeleton import NUM_KEYPOINTS, NUM_PAIRS, PAIRS_A, PAIRS_B, STRIDE, WHOLEBODY_PARTS
 
 PART_POINTS: dict[str, np.ndarray] = {

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.decode import Person
+from src.decoder.decode import Person
 from src.skeleton import GROUPS, to_wholebody133
 
 FACE_70 = list(GROUPS["face"])

@@ -17,10 +17,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from src import draw
-from src.decode import Decoder, to_image_pixels
-from src.outputs import wholebody_records
-from src.wholebody_eval import evaluate_wholebody
+from src.decoder import draw
+from src.decoder.decode import Decoder, to_image_pixels
+from src.decoder.writers import wholebody_records
+from src.evaluation.evaluator import evaluate_wholebody
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from src.connections import Connections
-from src.peaks import Peaks
+from src.decoder.connections import Connections
+from src.decoder.peaks import Peaks
 from src.skeleton import GROUPS, NUM_KEYPOINTS
 
 FACE = np.array(GROUPS["face"])
