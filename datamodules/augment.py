@@ -1,4 +1,4 @@
-"""Per-source training augmentation (spec §4.3) as one albumentations pipeline, and the eval-time resize.
+"""Per-source training augmentation (spec §4.3) as one albumentations pipeline, and the validation sample.
 
 Coordinates: pixel centres are integers (cv2's convention), so a horizontal flip maps ``x -> S - 1 - x`` as
 albumentations does. Keypoints are ``[P, 135, 3]`` ``(x, y, v)`` with the codes of ``src.skeleton``.
@@ -33,6 +33,7 @@ import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from src.inference import resize_for_eval  # noqa: E402
 from src.skeleton import FLIP_INDEX, STRIDE, flip_groups  # noqa: E402
 
 cv2.setNumThreads(1)  # one core per loader worker; cv2's own pool only competes with the other workers
@@ -244,20 +245,13 @@ class Augment:
                 "matrix": params["matrix"].astype(np.float32), "flip": bool(params["flip"])}
 
 
-def resize_for_eval(image: np.ndarray, meta: dict, ignore: np.ndarray | None, size: int,
-                    fit: str = "height") -> dict:
-    """No augmentation: resize so the height (``fit='height'``, OpenPose's convention) or the longer side
-    (``'longer'``) is ``size``, then pad right/bottom to a multiple of 8. Input px map back to the original
-    image as ``orig = (input - offset) / scale`` (per axis, cv2.resize's pixel-centre mapping)."""
-    h, w = image.shape[:2]
-    f = size / (h if fit == "height" else max(h, w))
-    nh, nw = max(1, round(h * f)), max(1, round(w * f))
-    scale = np.array([nw / w, nh / h], np.float32)
-    offset = 0.5 * (scale - 1)
-    interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
-    img = cv2.resize(image, (nw, nh), interpolation=interp)
-    ph, pw = -(-nh // STRIDE) * STRIDE, -(-nw // STRIDE) * STRIDE
-    img = cv2.copyMakeBorder(img, 0, ph - nh, 0, pw - nw, cv2.BORDER_CONSTANT, value=0)
+def eval_sample(image: np.ndarray, meta: dict, ignore: np.ndarray | None, size: int, fit: str = "height"
+                ) -> dict:
+    """A validation sample: the image resized by ``src.inference.resize_for_eval`` (the one eval resize),
+    its ignore mask (padding ignored) at the stride and its keypoints moved with it."""
+    resized = resize_for_eval(image, size, fit)
+    (h, w), (nh, nw) = image.shape[:2], resized.input_size
+    ph, pw = resized.image.shape[:2]
     full = np.zeros((h, w), np.uint8) if ignore is None else ignore
     full = cv2.copyMakeBorder(cv2.resize(full, (nw, nh), interpolation=cv2.INTER_LINEAR),
                               0, ph - nh, 0, pw - nw, cv2.BORDER_CONSTANT, value=255)
@@ -265,6 +259,7 @@ def resize_for_eval(image: np.ndarray, meta: dict, ignore: np.ndarray | None, si
     ign = ign.astype(np.float32) / 255
     people = meta.get("people") or []
     kps = np.asarray([p["keypoints"] for p in people], np.float32).reshape(-1, 135, 3)
-    kps[..., :2] = kps[..., :2] * scale + offset
-    return {"image": img, "keypoints": kps, "groups": list(meta.get("groups") or []), "ignore": ign,
-            "scale": scale, "offset": offset, "size": (h, w), "input_size": (nh, nw)}
+    kps[..., :2] = kps[..., :2] * resized.scale + resized.offset
+    return {"image": resized.image, "keypoints": kps, "groups": list(meta.get("groups") or []),
+            "ignore": ign, "scale": resized.scale, "offset": resized.offset, "size": (h, w),
+            "input_size": resized.input_size}

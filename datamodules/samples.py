@@ -1,21 +1,24 @@
 """One shard sample from tar bytes to arrays, and a list of augmented samples to one batch.
 
-Decode follows ``sharding/record.py``: ``<key>.jpg|png`` (decoded BGR, OpenPose's channel order),
-``<key>.json`` (meta) with ``<key>.keypoints.npy`` (or keypoints in the json), optional ``<key>.ignore.png``
-(255 = ignored). A sample that cannot be decoded raises
-``BadSample``; the streams skip it and count it (``datamodules.mixing.Counter``).
+Decode follows the record contract of ``src/record.py``: ``<key>.jpg|png`` (decoded BGR, OpenPose's channel
+order), ``<key>.json`` (meta) with ``<key>.keypoints.npy`` (or keypoints in the json), optional
+``<key>.ignore.png`` (255 = ignored). A sample that cannot be decoded raises ``BadSample``; the streams skip
+it and count it (``datamodules.mixing.Counter``).
 
-Batch contract (``collate``):
+Batch contract (``collate``), what any loader must deliver for ``src.model.module.PoseModule`` to train:
   ``image``      ``[B, 3, S, S]`` uint8 BGR (OpenPose's order), stored channels_last (no transpose copy in the
-                 worker). The network input ``x / 256 - 0.5`` is made by the LightningModule on the device:
-                 a quarter of the bytes to copy that float would need.
+                 worker). The network input ``x / 256 - 0.5`` (``src.inference.normalise``) is made on the
+                 device: a quarter of the bytes to copy that float would need.
   ``keypoints``  ``[B, P, 135, 3]``, P the most people in this batch (at least 1); padding rows are (0, 0, 2).
   ``labelled``   ``bool[B, 135]``: the points the sample's source labels; all True for a background-only
                  sample, whose every channel trains as background (spec §3.4 step 5).
   ``ignore``     ``[B, S/8, S/8]``: the fraction of each cell ignored.
   ``key``, ``source``: lists of str; ``skipped``: bad samples its worker dropped since its previous batch.
-Validation batches add ``image_id``, ``scale`` and ``offset`` ``[B, 2]`` (x, y; ``orig = (input - offset) /
-scale``), ``size`` and ``input_size`` ``[B, 2]`` (h, w of the original and of the resized image).
+  ``target``, ``weight`` ``[B, 439, S/8, S/8]``: added on the device by the datamodule's
+                 ``on_after_batch_transfer`` (unpacked from the workers' ``packed_targets``, or computed).
+Validation batches add ``image_id``, ``gt`` (list: the COCO-WholeBody json each image is scored against),
+``scale`` and ``offset`` ``[B, 2]`` (x, y; ``orig = (input - offset) / scale``), ``size`` and ``input_size``
+``[B, 2]`` (h, w of the original and of the resized image).
 """
 
 from __future__ import annotations
@@ -114,6 +117,7 @@ def collate_eval(samples: list[dict]) -> dict:
         ignore[i, :ih // 8, :iw // 8] = s["ignore"]
     batch = collate([dict(s, image=images[i], ignore=ignore[i]) for i, s in enumerate(samples)])
     batch["image_id"] = torch.tensor([s["image_id"] for s in samples], dtype=torch.int64)
+    batch["gt"] = [s["gt"] for s in samples]
     for name in ("scale", "offset", "size", "input_size"):
         batch[name] = torch.as_tensor(np.array([s[name] for s in samples]))
     return batch

@@ -21,7 +21,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
-from datamodules.augment import Augment, Policy, background_canvas, background_patch, resize_for_eval
+from datamodules.augment import Augment, Policy, background_canvas, background_patch, eval_sample
 from datamodules.mixing import Counter, make_seed, mix_per_batch, mix_per_sample, raw_stream
 from datamodules.packed_targets import pack
 from datamodules.samples import BadSample, collate, collate_eval, decode, labelled_of
@@ -161,7 +161,8 @@ class TrainStream(IterableDataset):
 
 class ValStream(IterableDataset):
     """Each validation image once across all ranks and workers: finite shards split by node then by worker
-    (``empty_check=False``: a rank or worker may get none), no augmentation, ``resize_for_eval``."""
+    (``empty_check=False``: a rank or worker may get none), no augmentation, ``eval_sample``; every sample
+    names its source's ``gt`` json."""
 
     def __init__(self, sources: list[SourceSpec], size: int, fit: str, batch_size: int):
         self.sources, self.size, self.fit, self.batch_size = sources, size, fit, batch_size
@@ -179,8 +180,8 @@ class ValStream(IterableDataset):
     def _sample(self, raw: dict, spec: SourceSpec, counter: Counter) -> dict | None:
         try:
             image, meta, ignore = decode(raw)
-            out = resize_for_eval(image, meta, ignore, self.size, self.fit)
-            out.update(image_id=int(meta["image_id"]), key=raw["__key__"], source=spec.name,
+            out = eval_sample(image, meta, ignore, self.size, self.fit)
+            out.update(image_id=int(meta["image_id"]), key=raw["__key__"], source=spec.name, gt=spec.gt,
                        labelled=labelled_of(out["groups"], spec.policy == "background"))
             return out
         except DATA_ERRORS as exc:

@@ -9,13 +9,12 @@ with policy ``background`` also fills the augmentation padding (spec §4.3 step 
 Checked in the constructor: mixing mode, policies, probabilities (negative or all zero), crop. Checked in
 ``setup()`` (before any batch is read): every shard set exists, unless ``on_missing: skip`` drops it.
 
-Batches: see ``datamodules.samples`` (uint8 BGR images; the LightningModule normalises). With ``targets_on:
+Batches: see ``datamodules.samples`` (uint8 BGR images, normalised on the device). With ``targets_on:
 worker`` the loader workers compute ``target``/``weight`` and send them packed (``packed_targets``, ~50x
-smaller), which ``device_targets(batch)`` unpacks on the device; with ``device`` the workers send none and
-``device_targets`` (or the LightningModule's own ``Targets``) makes them there. The LightningModule calls
-``device_targets`` in ``on_after_batch_transfer``.
-``skipped_samples`` counts the bad samples the loaders dropped, as far as ``device_targets`` has seen them;
-every batch also carries its ``skipped`` count. ``val_gt`` names each val source's ``gt.json``.
+smaller); with ``device`` the workers send none. Either way this datamodule's ``on_after_batch_transfer``
+(Lightning calls it after moving the batch to the device) completes the batch there, so the LightningModule
+only reads it. Every batch carries its ``skipped`` count; every val sample names its source's ``gt.json``
+(``val_gt`` lists them all).
 """
 
 from __future__ import annotations
@@ -119,7 +118,6 @@ class WholeBodyDataModule(L.LightningDataModule):
         self.train_sources: list[SourceSpec] | None = None
         self.padding: SourceSpec | None = None
         self.val_sources: list[SourceSpec] = []
-        self.skipped_samples = 0
 
     # -- resolution ----------------------------------------------------------------------------------------
     def _resolve(self, name: str, cfg: dict, split: str) -> list[str] | None:
@@ -199,13 +197,11 @@ class WholeBodyDataModule(L.LightningDataModule):
                              persistent_workers=persistent and workers > 0,
                              prefetch_factor=2 if workers > 0 else None)
 
-    def device_targets(self, batch: dict) -> dict:
-        """Call from ``LightningModule.on_after_batch_transfer``: counts skipped samples and adds
-        ``target``/``weight`` on the batch's device: the worker's, unpacked, else computed when this module
-        holds ``targets``."""
-        skipped = batch.get("skipped")
-        if skipped is not None:
-            self.skipped_samples += int(skipped)
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Lightning's hook, called on the batch once it is on the training device: completes the batch
+        contract with ``target``/``weight`` there, unpacked from the worker's ``packed_targets`` or computed
+        with ``targets`` (``targets_on: device``)."""
         if "packed_targets" in batch:
             batch["target"], batch["weight"] = unpack(batch.pop("packed_targets"))
-        return add_targets(batch, self.targets)
+        with torch.no_grad():
+            return add_targets(batch, self.targets)

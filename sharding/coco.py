@@ -17,8 +17,8 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from sharding.people import SkipRecord, clip_to_image, ignore_png, labelled_count, person, read_image
-from src.record import Record
 from sharding.source import Plan, Source, load_json, require
+from src.record import Record
 from src.skeleton import GROUPS, from_coco17, from_coco23, from_wholebody133
 
 

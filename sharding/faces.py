@@ -21,8 +21,8 @@ from sharding.people import (
     part_person,
     read_image,
 )
-from src.record import Record
 from sharding.source import Plan, Source
+from src.record import Record
 from src.skeleton import from_face
 
 

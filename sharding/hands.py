@@ -25,8 +25,8 @@ from sharding.people import (
     part_person,
     read_image,
 )
-from src.record import Record
 from sharding.source import Plan, Source, load_json, require
+from src.record import Record
 from src.skeleton import from_hand21
 
 _SUFFIX = re.compile(r"_([lLrR])$")

@@ -31,7 +31,6 @@ import cv2
 import numpy as np
 
 from sharding.people import ignore_png
-from src.record import Record
 from sharding.synthetic_figure import (
     HAND_LEN,
     HEAD_R,
@@ -43,6 +42,7 @@ from sharding.synthetic_figure import (
     place,
     sample_pose,
 )
+from src.record import Record
 from src.skeleton import GROUPS, labelled_keypoints
 
 ALL_GROUPS = list(GROUPS)

@@ -25,8 +25,8 @@ import numpy as np
 import webdataset as wds
 
 from sharding.people import SkipRecord
-from src.record import Record
 from sharding.source import Source
+from src.record import Record
 from src.skeleton import GROUPS, NUM_KEYPOINTS, WHOLEBODY_PARTS, to_wholebody133
 
 MANIFEST = "manifest.json"

@@ -4,10 +4,12 @@
 ``{part: {stat: value}}`` to ``out``. The file mode lives in :func:`evaluate_files`; ``main`` only dispatches,
 so other modes (e.g. scoring a checkpoint) can sit beside it in the same entry.
 
-Checkpoint mode (:func:`evaluate_checkpoint`) runs a trained network first:
+Checkpoint mode (:func:`evaluate_checkpoint`) runs a trained network (a ``.ckpt``, or an exported ``.onnx`` /
+``.pt``) through ``src.inference`` first:
 ``python -m src.evaluate ckpt_path=CKPT data=synthetic`` (the data preset's val shards and their gt.json) or
 ``python -m src.evaluate ckpt_path=CKPT gt=GT.json images=DIR`` (a COCO-WholeBody json and its images);
-``height=480`` (OpenPose's single scale) or ``scales=[2,1.5,1,0.5]`` (the paper's 960/720/480/240, averaged).
+``height=480`` (OpenPose's single scale) or ``scales=[2,1.5,1,0.5]`` (the paper's 960/720/480/240, averaged);
+``decoder.*`` overrides the decoder (``conf/decoder``).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def _image_batches(gt_path: str | Path, images: str | Path, height: int):
     """COCO-WholeBody json + image folder -> validation batches (one image each) at ``height``."""
     import cv2
 
-    from datamodules.augment import resize_for_eval
+    from datamodules.augment import eval_sample
     from datamodules.samples import collate_eval, labelled_of
 
     gt = json.loads(Path(gt_path).read_text())
@@ -48,43 +50,48 @@ def _image_batches(gt_path: str | Path, images: str | Path, height: int):
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise FileNotFoundError(f"images={images}: cannot read {path} (image_id {info['id']})")
-        out = resize_for_eval(image, {"people": []}, None, height)
-        out.update(image_id=int(info["id"]), key=str(info["id"]), source=IMAGE_SOURCE,
+        out = eval_sample(image, {"people": []}, None, height)
+        out.update(image_id=int(info["id"]), key=str(info["id"]), source=IMAGE_SOURCE, gt=str(gt_path),
                    labelled=labelled_of([], False))
         yield collate_eval([out])
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, dict[str, float]]:
-    """Run ``cfg.ckpt_path`` over val shards (``data=``) or ``gt`` + ``images``; decode, score, write ``out``.
-    """
+    """Run ``cfg.ckpt_path`` (a checkpoint or an exported file) over val shards (``data=``) or ``gt`` +
+    ``images`` through ``src.inference``; score, print, write ``out``."""
     import torch
     from hydra.utils import instantiate
 
-    from src.model.module import PoseModule
-    from src.evaluation.validation import multiscale_maps
+    from src.evaluation.validation import ValidationCollector
+    from src.inference import CHECKPOINT_SUFFIXES, Inference, load_model
+    from src.model import checkpoint
 
-    module = PoseModule.load_from_checkpoint(cfg.ckpt_path, map_location="cpu").eval()
-    height = int(cfg.height or module.hparams.input_size)
-    scales = [float(s) for s in cfg.scales]
+    height = cfg.height
+    if height is None and Path(cfg.ckpt_path).suffix.lower() in CHECKPOINT_SUFFIXES:
+        height = (checkpoint.read(cfg.ckpt_path).get("hyper_parameters") or {}).get("input_size")
+    if height is None:
+        raise ValueError(f"ckpt_path={cfg.ckpt_path} records no input size: give height=...")
+    height = int(height)
+    inference = Inference(load_model(cfg.ckpt_path, cfg.device), instantiate(cfg.decoder), list(cfg.scales),
+                          cfg.device)
     if cfg.get("data") is not None:
         datamodule = instantiate(cfg.data, val_size=height, targets=None)
-        batches, gts = datamodule.val_dataloader(), datamodule.val_gt
-        if not gts:
+        if not datamodule.val_gt:
             raise FileNotFoundError(f"data: no val shards found for {list(cfg.data.val or {})}")
+        batches = datamodule.val_dataloader()
     elif cfg.gt is not None and cfg.images is not None:
-        batches, gts = _image_batches(cfg.gt, cfg.images, height), {IMAGE_SOURCE: cfg.gt}
+        batches = _image_batches(cfg.gt, cfg.images, height)
     else:
         raise ValueError("ckpt_path needs data=<preset> (val shards) or gt=GT.json images=DIR")
-    collector = module.collector
-    collector.reset()
+    collector = ValidationCollector(num_images=0)
     with torch.inference_mode():
         for batch in batches:
-            x = module._input(batch["image"])
-            collector.add(batch, multiscale_maps(module.net, x, scales), scales)
-    results = collector.evaluate(gts)
+            people, per_scale = inference.batch(batch)
+            collector.add(batch, people, per_scale[0])
+    results = collector.evaluate()
     out = Path(cfg.out)
     for i, (source, (metrics, count)) in enumerate(results.items()):
-        print(f"{source}: {count} images, height {height}, scales {scales}")
+        print(f"{source}: {count} images, height {height}, scales {inference.scales}")
         print(format_table(metrics))
         path = out if i == 0 else out.with_name(f"{out.stem}_{source}{out.suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)

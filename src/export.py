@@ -20,19 +20,16 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from src import skeleton
+from src.inference import NORMALISATION, load_exported
+from src.model.checkpoint import build_network
 from src.model.net import PoseNet
 
 log = logging.getLogger(__name__)
 logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one INFO line per deduplicated initializer
-
-NORMALISATION = {"formula": "pixel / 256 - 0.5", "scale": 1 / 256, "offset": -0.5, "channel_order": "BGR",
-                 "layout": "NCHW float32"}
-
 
 class Maps(nn.Module):
     """The network with the project's output contract: image -> concat(final CM, final PAF)."""
@@ -43,60 +40,6 @@ class Maps(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net.maps(self.net(image))
-
-
-def _plain(cfg) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-
-
-def net_config(model_cfg: DictConfig | dict) -> dict:
-    """The network's node of a ``conf/model`` preset (its ``net``), or ``model_cfg`` itself when it is one."""
-    cfg = _plain(model_cfg)
-    return _plain(cfg["net"]) if "net" in cfg else cfg
-
-
-def read_checkpoint(ckpt_path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None]:
-    """(network tensors without the module prefix, the network config saved with them or None).
-
-    Accepts a Lightning checkpoint of :class:`src.model.module.PoseModule` (``state_dict`` with ``net.`` keys,
-    ``hyper_parameters.net``) or a plain state dict of the network.
-    """
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path: no file at {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{path}: not a checkpoint (a {type(ckpt).__name__}, expected a dict)")
-    state = ckpt.get("state_dict", ckpt)
-    anchor = next((k for k in state if "backbone." in k), None)
-    if anchor is None:
-        raise ValueError(f"{path}: no 'backbone.' tensor in the state dict; not a checkpoint of this network")
-    prefix = anchor[: anchor.index("backbone.")]
-    tensors = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    saved = (ckpt.get("hyper_parameters") or {}).get("net")
-    return tensors, (_plain(saved) if saved is not None else None)
-
-
-def build_network(model_cfg: DictConfig | dict | None, ckpt_path: str | Path | None = None
-                  ) -> tuple[PoseNet, dict]:
-    """(network in eval mode, its config). With a checkpoint, the network config saved in it wins over
-    ``model_cfg`` (which may then be None); without one, the weights are random."""
-    tensors, saved = read_checkpoint(ckpt_path) if ckpt_path else (None, None)
-    if saved is None and model_cfg is None:
-        raise ValueError(f"{ckpt_path}: the checkpoint holds no network config (hyper_parameters.net); "
-                         "give the model preset (model=<preset>)")
-    cfg = saved if saved is not None else net_config(model_cfg)
-    cfg.pop("backbone_weights", None)  # a checkpoint or random weights replace any backbone initialisation
-    net = instantiate(cfg)
-    if tensors is not None:
-        try:
-            net.load_state_dict(tensors)
-        except RuntimeError as err:
-            raise ValueError(f"ckpt_path {ckpt_path} does not fit the network config: {err}") from err
-        log.info("weights: %s", ckpt_path)
-    else:
-        log.info("weights: random (no ckpt_path given)")
-    return net.eval(), cfg
 
 
 def metadata(net_cfg: dict, fmt: str, ckpt_path: str | None) -> dict:
@@ -134,24 +77,6 @@ def export_torchscript(model: nn.Module, out: Path, size: tuple[int, int]) -> No
     with torch.no_grad():
         traced = torch.jit.trace(model, torch.zeros(1, 3, *size), check_trace=False)
     traced.save(str(out))
-
-
-def load_exported(path: str | Path):
-    """A callable ``np.ndarray [B,3,H,W] float32 -> np.ndarray [B,439,H/8,W/8]`` for an exported file."""
-    path = Path(path)
-    if path.suffix == ".onnx":
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
-    module = torch.jit.load(str(path), map_location="cpu").eval()
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return module(torch.from_numpy(x)).numpy()
-
-    return run
 
 
 def parity(model: nn.Module, path: str | Path, sizes: list[tuple[int, int]], seed: int = 0

@@ -4,9 +4,9 @@
 
 Every image's annotated people are rendered into the 439 target maps exactly as training sees them (resized so
 the image is ``height`` pixels tall, native size when absent, padded at the bottom/right to a multiple of the
-stride), decoded with the real decoder, mapped back to the original pixels and scored with the project's
-evaluator. What it loses is what the targets + decoder pair cannot represent: the ceiling of any network
-trained on them.
+stride), decoded with the real decoder, mapped back to the original pixels by ``src.inference`` and scored
+with the project's evaluator. What it loses is what the targets + decoder pair cannot represent: the ceiling
+of any network trained on them.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from src.decoder.decode import Decoder, to_image_pixels
+from src.decoder.decode import Decoder
 from src.decoder.writers import wholebody_records
+from src.evaluation.evaluator import evaluate_wholebody, format_table, load_gt
+from src.inference import Inference
 from src.skeleton import GROUPS, from_wholebody133, labelled_keypoints
 from src.targets import Targets
-from src.evaluation.evaluator import evaluate_wholebody, format_table, load_gt
 
 ALL_GROUPS = labelled_keypoints(list(GROUPS))
 """A COCO-WholeBody source labels every group (its absent MPII points carry code 4 per person)."""
@@ -48,6 +49,7 @@ def round_trip(ann: str | Path, images: str | Path, height: int | None = None, d
     targets = targets or Targets(stride=decoder.stride)
     if targets.stride != decoder.stride:
         raise ValueError(f"oracle: targets stride {targets.stride} != decoder stride {decoder.stride}")
+    inference = Inference(None, decoder)  # the GT maps stand in for a network's
     gt = load_gt(ann)
     by_image: dict[int, list[dict]] = {}
     for a in gt["annotations"]:
@@ -64,7 +66,8 @@ def round_trip(ann: str | Path, images: str | Path, height: int | None = None, d
         kp = torch.from_numpy(_people(by_image.get(img["id"], []), scale))[None]
         labelled = torch.from_numpy(ALL_GROUPS)[None]
         maps, _ = targets(kp, labelled, None, size)
-        people = to_image_pixels(decoder(maps[0], size), scale)
+        back = torch.tensor([[scale, scale]])
+        people = inference.decode([maps], size, back, torch.zeros_like(back))[0]
         records += wholebody_records(people, img["id"])
     return evaluate_wholebody(gt, records), records
 

@@ -1,20 +1,18 @@
-"""Whole-body keypoints for images: ``python -m src.predict model=MODEL input=IMAGE_OR_DIR out=DIR``.
+"""Whole-body keypoints for images: ``python -m src.predict ckpt_path=MODEL input=IMAGE_OR_DIR out=DIR``.
 
-``model`` is a Lightning checkpoint (``.ckpt``/``.pth``, the network rebuilt from the config saved in it), an
-ONNX file (run by ONNX Runtime) or a TorchScript file (``.pt``/``.ts``), both from ``python -m src.export``.
-Each image is resized to ``height`` (480 = OpenPose's ``-1x480``; the width keeps the aspect ratio), padded to
-a multiple of 8, run at every factor of ``scales`` (``[2, 1.5, 1, 0.5]`` = the paper's 960/720/480/240,
-averaged by the decoder), decoded, and its people mapped back to the original pixels. Written into ``out``:
+``ckpt_path`` is a Lightning checkpoint (``.ckpt``/``.pth``, the network rebuilt from the config saved in
+it), an ONNX file (run by ONNX Runtime) or a TorchScript file (``.pt``/``.ts``), both from ``src.export``.
+Each image goes through :class:`src.inference.Inference`: resized to ``height`` (480 = OpenPose's ``-1x480``;
+the width keeps the aspect ratio), run at every factor of ``scales`` (``[2, 1.5, 1, 0.5]`` = the paper's
+960/720/480/240, averaged), decoded, and its people mapped back to the original pixels. Written into ``out``:
 
-- ``<image stem>_keypoints.json`` per image: OpenPose JSON 1.3 (:mod:`src.outputs`);
-- ``<image stem>_overlay.png`` per image: the skeletons drawn over the image (:mod:`src.draw`);
+- ``<image stem>_keypoints.json`` per image: OpenPose JSON 1.3 (:mod:`src.decoder.writers`);
+- ``<image stem>_overlay.png`` per image: the skeletons drawn over the image (:mod:`src.decoder.draw`);
 - ``results_wholebody.json``: COCO-WholeBody result records of the run, and ``images.json`` naming each
   ``image_id`` (the file stems when all are numbers, as in COCO, else each image's position in the run).
 
-Unreadable images are reported and skipped; the others are processed. Settings: ``conf/predict.yaml``, the
-decoder's from ``conf/decoder/default.yaml`` (override as ``decoder.peak_threshold=0.1``). The command line is
-read with OmegaConf rather than Hydra because ``model=`` here names a file, while Hydra would read it as a
-choice of the ``conf/model`` group.
+Unreadable images are reported and skipped; the others are processed. Settings: ``conf/predict.yaml`` and
+the decoder's ``conf/decoder/default.yaml`` (``decoder.peak_threshold=0.1``); ``--help`` prints the usage.
 """
 
 from __future__ import annotations
@@ -25,40 +23,20 @@ import sys
 from pathlib import Path
 
 import cv2
+import hydra
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from datamodules.augment import resize_for_eval
 from src.decoder import draw
-from src.decoder.decode import to_image_pixels
-from src.export import build_network, load_exported
 from src.decoder.writers import wholebody_records, write_openpose_json
+from src.inference import Inference, load_model
 
 log = logging.getLogger(__name__)
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-CHECKPOINT_SUFFIXES = {".ckpt", ".pth"}
-TORCHSCRIPT_SUFFIXES = {".pt", ".ts", ".torchscript"}
-
-
-def load_model(path: str | Path, device: str = "cpu"):
-    """A callable: normalised ``[1, 3, H, W]`` tensor -> ``[1, 439, H/8, W/8]`` maps, for any model file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model: no file at {path}")
-    suffix = path.suffix.lower()
-    if suffix in CHECKPOINT_SUFFIXES:
-        net = build_network(None, path)[0].to(device)
-        return lambda x: net.maps(net(x.to(device)))
-    if suffix == ".onnx" or suffix in TORCHSCRIPT_SUFFIXES:
-        run = load_exported(path)
-        return lambda x: torch.from_numpy(run(x.cpu().numpy()))
-    raise ValueError(f"model: {path} is neither a checkpoint ({sorted(CHECKPOINT_SUFFIXES)}), ONNX (.onnx) "
-                     f"nor TorchScript ({sorted(TORCHSCRIPT_SUFFIXES)})")
+USAGE = "python -m src.predict ckpt_path=MODEL input=IMAGE_OR_DIR out=DIR"
 
 
 def list_images(input_path: str | Path) -> list[Path]:
@@ -74,17 +52,6 @@ def list_images(input_path: str | Path) -> list[Path]:
     raise FileNotFoundError(f"input: no file or folder at {path}")
 
 
-def multiscale(model, x: torch.Tensor, scales: list[float]) -> list[torch.Tensor]:
-    """The maps of ``x`` resized by each factor and padded right/bottom to a multiple of 8 (coordinates
-    unshifted, as ``src.validation.multiscale_maps`` does for a PoseNet)."""
-    out = []
-    for s in scales:
-        xs = x if s == 1 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
-        h, w = xs.shape[-2:]
-        out.append(model(F.pad(xs, (0, -w % 8, 0, -h % 8)))[0].float())
-    return out
-
-
 def image_ids(files: list[Path]) -> list[int]:
     """COCO ids from the file stems when every stem is a number (``000000000785.jpg`` -> 785), else the
     position in the run from 1 (never a mix, so ids cannot collide)."""
@@ -94,11 +61,13 @@ def image_ids(files: list[Path]) -> list[int]:
 
 
 def predict(cfg: DictConfig) -> dict:
-    """Run ``cfg.model`` over ``cfg.input``; write everything into ``cfg.out``; return a summary."""
+    """Run ``cfg.ckpt_path`` over ``cfg.input``; write everything into ``cfg.out``; return a summary."""
+    missing = [k for k in ("ckpt_path", "input") if OmegaConf.is_missing(cfg, k)]
+    if missing:
+        raise ValueError(f"give {missing[0]}=... ({USAGE})")
     files = list_images(cfg.input)
-    model = load_model(cfg.model, cfg.device)
-    decoder = instantiate(cfg.decoder)
-    scales = [float(s) for s in cfg.scales]
+    inference = Inference(load_model(cfg.ckpt_path, cfg.device), instantiate(cfg.decoder), list(cfg.scales),
+                          cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     records, images, skipped = [], [], []
@@ -109,11 +78,8 @@ def predict(cfg: DictConfig) -> dict:
             skipped.append({"file": str(path), "reason": "unreadable image (cv2.imread failed)"})
             log.warning("skipped %s: unreadable image", path)
             continue
-        net_in = resize_for_eval(image, {"people": []}, None, int(cfg.height))
-        x = torch.from_numpy(net_in["image"]).permute(2, 0, 1)[None].float() / 256 - 0.5
         with torch.inference_mode():
-            people = decoder(multiscale(model, x, scales), tuple(x.shape[-2:]), scales)
-        people = to_image_pixels(people, tuple(net_in["scale"]), tuple(net_in["offset"]))
+            people = inference.image(image, int(cfg.height))
         write_openpose_json(people, out / f"{path.stem}_keypoints.json")
         if cfg.overlay:
             cv2.imwrite(str(out / f"{path.stem}_overlay.png"),
@@ -130,26 +96,25 @@ def predict(cfg: DictConfig) -> dict:
     return summary
 
 
-def config(argv: list[str]) -> DictConfig:
-    """``conf/predict.yaml``, ``conf/decoder/default.yaml`` as ``decoder``, then the ``key=value`` args."""
-    cfg = OmegaConf.load(CONF / "predict.yaml")
-    cfg.decoder = OmegaConf.load(CONF / "decoder" / "default.yaml")
-    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(argv))
-    missing = [k for k in ("model", "input") if OmegaConf.is_missing(cfg, k)]
-    if missing:
-        raise ValueError(f"give {missing[0]}=... "
-                         "(python -m src.predict model=MODEL input=IMAGE_OR_DIR out=DIR)")
-    return cfg
-
-
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+def _main(cfg: DictConfig) -> None:
     try:
-        summary = predict(config(sys.argv[1:] if argv is None else argv))
+        summary = predict(cfg)
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     if summary["processed"] == 0:
         sys.exit("error: no image could be read")
+
+
+def main() -> None:
+    """``model=FILE``, the older name of ``ckpt_path``, is renamed with a note before Hydra reads the line
+    (Hydra would take it as a choice of the ``conf/model`` group)."""
+    for i, arg in enumerate(sys.argv[1:], 1):
+        if arg.startswith("model="):
+            print("note: model=FILE is deprecated and will be removed in the next release; "
+                  "use ckpt_path=FILE", file=sys.stderr)
+            sys.argv[i] = "ckpt_path=" + arg[len("model="):]
+    _main()
 
 
 if __name__ == "__main__":

@@ -17,10 +17,10 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
-import torch  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from src.model import checkpoint  # noqa: E402
 from src.model.module import METRICS_FILE  # noqa: E402
 from src.runs.logs import ResumableCSVLogger, loss_curve  # noqa: E402
 
@@ -34,8 +34,7 @@ def resolve_ckpt(cfg: DictConfig) -> tuple[str | None, int | None]:
     path = Path(cfg.run_dir) / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no checkpoint at {path}")
-    step = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"]
-    return str(path), int(step)
+    return str(path), checkpoint.global_step(path)
 
 
 def train(cfg: DictConfig) -> dict:

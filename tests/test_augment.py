@@ -16,7 +16,7 @@ from datamodules.augment import (
     background_patch,
     covers,
     crop_matrix,
-    resize_for_eval,
+    eval_sample,
 )
 from src.skeleton import GROUPS
 
@@ -194,10 +194,10 @@ def test_background_canvas_and_patch():
     assert any(p[0, 0, 0] > p[0, -1, 0] for p in patches) and any(p[0, 0, 0] < p[0, -1, 0] for p in patches)
 
 
-def test_resize_for_eval_maps_back():
+def test_eval_sample_maps_back():
     pts = {0: (123.0, 45.0)}
     meta = _meta([person((100, 100), 100, points=pts)])
-    out = resize_for_eval(np.zeros((300, 455, 3), np.uint8), meta, None, 128, "height")
+    out = eval_sample(np.zeros((300, 455, 3), np.uint8), meta, None, 128, "height")
     assert out["image"].shape[0] % 8 == 0 and out["image"].shape[1] % 8 == 0
     assert tuple(out["input_size"]) == (128, 194) and out["image"].shape[:2] == (128, 200)
     x, y = out["keypoints"][0, 0, :2]

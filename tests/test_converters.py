@@ -16,8 +16,8 @@ from sharding.faces import CocoFaces, PtsFaces
 from sharding.hands import CocoHands, HandDbRaw
 from sharding.mpii import Mpii
 from sharding.people import FACE_TO_PERSON, HAND_TO_PERSON, InputError
-from src.record import read_meta
 from sharding.writer import build_split
+from src.record import read_meta
 from src.skeleton import GROUPS, labelled_keypoints
 
 

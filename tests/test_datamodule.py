@@ -187,9 +187,7 @@ def test_bad_samples_are_skipped_and_counted(root):
     assert len(batches) == 12  # training goes on
     keys = {k for b in batches for k in b["key"]}
     assert keys.isdisjoint({"bad_00002", "bad_00007", "bad_00009"}) and len(keys) == 9
-    for b in batches:
-        dm.device_targets(b)
-    assert dm.skipped_samples == sum(int(b["skipped"]) for b in batches) >= 3
+    assert sum(int(dm.on_after_batch_transfer(b, 0)["skipped"]) for b in batches) >= 3  # the module reads it
 
 
 def test_truncated_shard_is_counted_and_training_goes_on(tmp_path):
@@ -237,6 +235,7 @@ def test_validation_reads_each_image_once_and_counts_the_bad_one(root):
     b = batches[0]
     assert b["image"].shape[-2:] == (32, 48) and torch.allclose(b["scale"][0], torch.tensor([0.8, 0.8]))
     assert b["input_size"][0].tolist() == [32, 48] and b["size"][0].tolist() == [40, 60]
+    assert b["gt"] == [str(root / "a" / "val" / "gt.json")] * len(b["image_id"])  # scored against it
 
 
 def test_targets_in_the_worker_equal_targets_on_the_device(root):
@@ -246,8 +245,8 @@ def test_targets_in_the_worker_equal_targets_on_the_device(root):
     for b in dm.train_dataloader():
         assert "target" not in b and "packed_targets" in b  # unpacked on the device
         t, w = targets(b["keypoints"], b["labelled"], b["ignore"], (16, 16))
-        again = _dm(root, targets=targets).device_targets(dict(b))
-        b = dm.device_targets(b)
+        again = _dm(root, targets=targets).on_after_batch_transfer(dict(b), 0)  # computed on the device
+        b = dm.on_after_batch_transfer(b, 0)  # unpacked
         assert b["target"].shape == b["weight"].shape == (2, 439, 2, 2)
         assert torch.equal(t, b["target"]) and torch.equal(w, b["weight"])
         assert torch.equal(again["target"], t) and torch.equal(again["weight"], w)

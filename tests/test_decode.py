@@ -14,8 +14,8 @@ from hydra.utils import instantiate
 
 from src.decoder.connections import Connections, score_connections
 from src.decoder.decode import Decoder, Person, decode, to_image_pixels
-from src.decoder.writers import openpose_json, wholebody_records, write_openpose_json
 from src.decoder.peaks import Peaks, find_peaks
+from src.decoder.writers import openpose_json, wholebody_records, write_openpose_json
 from src.skeleton import WHOLEBODY_PARTS
 from src.targets import Targets
 

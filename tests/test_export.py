@@ -13,7 +13,8 @@ from hydra import compose, initialize
 from hydra.utils import instantiate
 
 from src import skeleton
-from src.export import Maps, build_network, export, net_config
+from src.export import Maps, export
+from src.model.checkpoint import build_network, net_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [[64, 96], [120, 48]]  # two shapes: the dynamic height and width are exercised

@@ -12,10 +12,11 @@ import torch
 from hydra import compose, initialize
 from torch import nn
 
-from datamodules.augment import resize_for_eval
 from src.bench.scenes import crowd
-from src.export import build_network, export
-from src.predict import config, predict
+from src.export import export
+from src.inference import resize_for_eval
+from src.model.checkpoint import build_network
+from src.predict import predict
 from src.targets import Targets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,9 +48,9 @@ def scene(tmp_path_factory):
     cv2.imwrite(str(images / "000000000042.png"), image)
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (images / "notes.txt").write_text("not an image")
-    net_in = resize_for_eval(image, {"people": []}, None, HEIGHT)  # 240 x 320, no padding needed
+    net_in = resize_for_eval(image, HEIGHT)  # 240 x 320, no padding needed
     kp = torch.from_numpy(people.copy())[None]
-    kp[..., :2] = kp[..., :2] * torch.from_numpy(net_in["scale"]) + torch.from_numpy(net_in["offset"])
+    kp[..., :2] = kp[..., :2] * torch.from_numpy(net_in.scale) + torch.from_numpy(net_in.offset)
     maps = {}
     for name, s in (("full", 1.0), ("half", 0.5)):
         scaled = kp.clone()
@@ -76,8 +77,14 @@ def _body_error(found: np.ndarray, people: np.ndarray) -> float:
     return float(np.linalg.norm(found[:, :25, :2] - people[order, :25, :2], axis=2).max())
 
 
+def config(overrides: list[str]):
+    """``conf/predict.yaml`` with ``overrides``, as ``python -m src.predict`` composes it."""
+    with initialize(version_base="1.3", config_path="../conf"):
+        return compose("predict", overrides=overrides)
+
+
 def _run(model, images, out, **extra):
-    args = [f"model={model}", f"input={images}", f"out={out}", f"height={HEIGHT}", "progress=false"]
+    args = [f"ckpt_path={model}", f"input={images}", f"out={out}", f"height={HEIGHT}", "progress=false"]
     return predict(config(args + [f"{k}={v}" for k, v in extra.items()]))
 
 
@@ -131,7 +138,7 @@ def test_checkpoint_and_onnx_models_run(scene, tiny_checkpoint, tmp_path):
 
 def test_bad_arguments_are_named(scene, tmp_path):
     images, model, _ = scene
-    with pytest.raises(FileNotFoundError, match="model: no file"):
+    with pytest.raises(FileNotFoundError, match="ckpt_path: no file"):
         _run(tmp_path / "none.onnx", images, tmp_path)
     (tmp_path / "weights.bin").write_bytes(b"0")
     with pytest.raises(ValueError, match="neither a checkpoint"):
@@ -140,15 +147,29 @@ def test_bad_arguments_are_named(scene, tmp_path):
     with pytest.raises(FileNotFoundError, match="no images"):
         _run(model, tmp_path / "empty", tmp_path)
     with pytest.raises(ValueError, match="give input="):
-        config([f"model={model}"])
+        predict(config([f"ckpt_path={model}"]))
 
 
 def test_cli_reports_skips_and_fails_when_nothing_is_readable(scene, tmp_path):
     images, model, _ = scene
-    cmd = [sys.executable, "-m", "src.predict", f"model={model}", f"out={tmp_path}", f"height={HEIGHT}"]
+    cmd = [sys.executable, "-m", "src.predict", f"ckpt_path={model}", f"out={tmp_path}", f"height={HEIGHT}"]
     ok = subprocess.run(cmd + [f"input={images}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "2 images, 4 people, 1 skipped" in ok.stdout and "broken.jpg" in ok.stderr
+    assert "deprecated" not in ok.stderr
     bad = subprocess.run(cmd + [f"input={images / 'broken.jpg'}"], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode != 0 and "no image could be read" in bad.stderr
+
+
+def test_cli_help_and_the_deprecated_model_argument(scene, tmp_path):
+    images, model, _ = scene
+    helped = subprocess.run([sys.executable, "-m", "src.predict", "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert helped.returncode == 0 and "Usage: python -m src.predict ckpt_path=MODEL" in helped.stdout
+    assert "peak_threshold" in helped.stdout  # the decoder's settings are listed
+    old = subprocess.run([sys.executable, "-m", "src.predict", f"model={model}", f"out={tmp_path}",
+                          f"input={images / 'crowd.png'}", f"height={HEIGHT}", "decoder.peak_threshold=0.2"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert old.returncode == 0, old.stderr[-2000:]
+    assert "model=FILE is deprecated" in old.stderr and "1 images, 2 people" in old.stdout

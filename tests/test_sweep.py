@@ -14,11 +14,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from src import sweep_report
-from src.model import cost
 from src.bench.scenes import crowd
 from src.export import export
 from src.match_runtime import match, measure, scale_widths
-from src.predict import config, predict
+from src.model import cost
+from src.predict import predict
 from src.runs.sweep_record import RunRecord
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,8 +166,11 @@ def test_two_run_sweep_records_and_report(tmp_path):
     ckpt = sweep / "0_tiny" / "checkpoints" / "last.ckpt"
     export(None, "onnx", tmp_path / "run0.onnx", ckpt_path=ckpt, check_sizes=[[128, 128], [96, 160]])
     cv2.imwrite(str(tmp_path / "scene.png"), crowd(2, (128, 160))[0])
-    summary = predict(config([f"model={tmp_path / 'run0.onnx'}", f"input={tmp_path / 'scene.png'}",
-                              f"out={tmp_path / 'pred'}", "height=128", "progress=false"]))
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose("predict", overrides=[f"ckpt_path={tmp_path / 'run0.onnx'}", "height=128",
+                                            f"input={tmp_path / 'scene.png'}", f"out={tmp_path / 'pred'}",
+                                            "progress=false"])
+    summary = predict(cfg)
     assert summary["processed"] == 1 and (tmp_path / "pred" / "scene_keypoints.json").is_file()
 
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.inference import normalise
 from src.model.net import VGG19, Stage, StridedStem
 
 NOSE, LEYE, REYE, LEAR, REAR, LSHOULDER, RSHOULDER, LELBOW, RELBOW, LWRIST, RWRIST = range(11)
@@ -93,7 +94,7 @@ def crop(image: np.ndarray, box: tuple[float, float, float], size: int) -> tuple
 
 def crop_keypoints(net: nn.Module, patch: np.ndarray, back: np.ndarray, device: torch.device) -> np.ndarray:
     """Run a crop network; the per-channel maximum of its upsampled heatmaps -> ``[K, 3]`` in image pixels."""
-    x = torch.from_numpy(patch).to(device).permute(2, 0, 1)[None].float() / 256 - 0.5
+    x = normalise(torch.from_numpy(patch).to(device).permute(2, 0, 1)[None])
     maps = net(x)[0, :-1]
     maps = F.interpolate(maps[None], size=patch.shape[:2], mode="bicubic", align_corners=False)[0]
     score, flat = maps.flatten(1).max(1)
@@ -118,7 +119,7 @@ class Cascade:
     def __call__(self, image: np.ndarray, body_maps: torch.Tensor) -> dict[str, int]:
         """One frame. ``body_maps`` stand in for the body network's output (random weights find nobody): the
         decoder runs on them to place the crops. Returns how many people, faces and hands were processed."""
-        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float() / 256 - 0.5
+        x = normalise(torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None])
         self.body_net(x)
         people = self.decode_body(body_maps)
         faces = hands = 0

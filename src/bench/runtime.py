@@ -32,11 +32,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src import skeleton
-from src.model import cost
 from src.bench.__main__ import machine
 from src.bench.cascade import Cascade, CropNet
 from src.bench.scenes import crowd
 from src.decoder.decode import Decoder
+from src.inference import normalise
+from src.model import cost
 from src.targets import Targets
 
 matplotlib.use("Agg")
@@ -57,7 +58,7 @@ def _gt_maps(targets: Targets, kp: np.ndarray, groups, size, device) -> torch.Te
 
 
 def _to_input(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float() / 256 - 0.5
+    return normalise(torch.from_numpy(image).to(device).permute(2, 0, 1)[None])
 
 
 def measure(cfg: DictConfig) -> dict:

@@ -14,11 +14,9 @@ import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-from hydra.utils import instantiate
 
 from src.decoder import draw
-from src.decoder.decode import Decoder, to_image_pixels
+from src.decoder.decode import Person
 from src.decoder.writers import wholebody_records
 from src.evaluation.evaluator import evaluate_wholebody
 
@@ -26,46 +24,50 @@ log = logging.getLogger(__name__)
 
 
 class ValidationCollector:
-    """Per-image COCO-WholeBody result records of one validation pass, plus a few images to draw."""
+    """Per-image COCO-WholeBody result records of one validation pass, the GT json of each val source (as
+    the batches name it), and a few images to draw."""
 
-    def __init__(self, decoder: dict, num_images: int = 4):
-        self.decoder = instantiate(decoder) if "_target_" in decoder else Decoder(**decoder)
+    def __init__(self, num_images: int = 4):
         self.num_images = num_images
         self.reset()
 
     def reset(self) -> None:
         self.records: dict[str, dict[int, list[dict]]] = {}  # val source -> image id -> result records
+        self.gts: dict[str, str] = {}  # val source -> its gt.json, in the order first seen
         self.samples: list[tuple[np.ndarray, torch.Tensor, list[np.ndarray]]] = []
 
-    def add(self, batch: dict, per_scale: list[torch.Tensor], scales: list[float]) -> None:
-        """``per_scale``: the maps ``[B, 439, h, w]`` of the padded batch at each factor of ``scales``
-        (:func:`multiscale_maps`; averaged by the decoder); records go back to original-image pixels."""
-        height, width = batch["image"].shape[-2:]
-        maps = per_scale[scales.index(1.0) if 1.0 in scales else 0]  # the one drawn
-        for i in range(maps.shape[0]):
-            people = self.decoder([m[i] for m in per_scale], (height, width), scales)
-            scale = tuple(float(s) for s in batch["scale"][i])
-            offset = tuple(float(o) for o in batch["offset"][i])
-            image_id = int(batch["image_id"][i])
-            per_source = self.records.setdefault(batch["source"][i], {})
-            per_source[image_id] = wholebody_records(to_image_pixels(people, scale, offset), image_id)
+    def add(self, batch: dict, people: list[list[Person]], maps: torch.Tensor) -> None:
+        """One validation batch: ``people`` per image in original-image pixels (``src.inference``), ``maps``
+        ``[B, 439, h, w]`` of the padded batch at one scale (drawn for the first images)."""
+        for i, found in enumerate(people):
+            image_id, source = int(batch["image_id"][i]), batch["source"][i]
+            self.gts.setdefault(source, batch["gt"][i])
+            self.records.setdefault(source, {})[image_id] = wholebody_records(found, image_id)
             if len(self.samples) < self.num_images:
                 ih, iw = (int(v) for v in batch["input_size"][i])
                 image = draw.to_bgr_uint8(batch["image"][i])[:ih, :iw]
-                self.samples.append((image, maps[i, :, : ih // 8, : iw // 8].cpu(),
-                                     [p.keypoints for p in people]))
+                scale = batch["scale"][i].double().cpu().numpy()
+                offset = batch["offset"][i].double().cpu().numpy()
+                drawn = [np.concatenate([p.keypoints[:, :2] * scale + offset, p.keypoints[:, 2:]], 1)
+                         for p in found]
+                self.samples.append((image, maps[i, :, : ih // 8, : iw // 8].cpu(), drawn))
 
-    def evaluate(self, gts: dict[str, str]) -> dict[str, tuple[dict, int]]:
+    def evaluate(self) -> dict[str, tuple[dict, int]]:
         """Gather every rank's records (one collective), keep one copy per image id, score each val source
-        against its GT. -> {source: (metrics, images scored)}."""
-        parts = [self.records]
+        against its GT. -> {source: (metrics, images scored)}, sources in the order rank 0, then rank 1 ...
+        first saw them (the first one listed in ``data.val`` whenever rank 0 reads a shard of it)."""
+        parts = [(self.gts, self.records)]
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             parts = [None] * dist.get_world_size()
-            dist.all_gather_object(parts, self.records)
+            dist.all_gather_object(parts, (self.gts, self.records))
+        gts: dict[str, str] = {}
+        for part_gts, _ in parts:
+            for source, gt in part_gts.items():
+                gts.setdefault(source, gt)
         out = {}
         for source, gt in gts.items():
             merged: dict[int, list[dict]] = {}
-            for part in parts:
+            for _, part in parts:
                 for image_id, recs in part.get(source, {}).items():
                     merged.setdefault(image_id, recs)
             preds = [r for recs in merged.values() for r in recs]
@@ -86,18 +88,6 @@ class ValidationCollector:
             if hasattr(logger, "log_image"):  # WandbLogger: RGB
                 logger.log_image(key="val/pictures", images=[p[..., ::-1].copy() for p in files.values()],
                                  step=step, caption=list(files))
-
-
-def multiscale_maps(net, x: torch.Tensor, scales: list[float]) -> list[torch.Tensor]:
-    """The 439-channel maps of the normalised batch ``x`` at each scale (image resized by ``s``, padded
-    right/bottom to a multiple of 8, so coordinates are not shifted)."""
-    out = []
-    for s in scales:
-        xs = x if s == 1 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
-        h, w = xs.shape[-2:]
-        xs = F.pad(xs, (0, -w % 8, 0, -h % 8))
-        out.append(net.maps(net(xs)).float())
-    return out
 
 
 def _stack(pictures: list[np.ndarray], axis: int) -> np.ndarray:

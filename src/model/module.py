@@ -1,11 +1,10 @@
-"""The LightningModule: targets on the device when the loader did not make them, stage losses, the released
-solver, non-finite-loss handling, and COCO-WholeBody validation (decode -> gather once -> evaluate).
+"""The LightningModule: stage losses, the released solver, non-finite-loss handling, and COCO-WholeBody
+validation (``src.inference`` decodes -> gather once -> evaluate).
 
-Batch contract (datamodules/samples.py): ``image`` [B,3,S,S] (uint8 BGR, or float ``x / 256 - 0.5``),
-``keypoints`` [B,P,135,3], ``labelled`` [B,135], ``ignore`` [B,S/8,S/8], and ``target``/``weight``
-[B,439,S/8,S/8] when the loader made them (``data.targets_on: worker``); otherwise the datamodule's
-``device_targets`` makes them here after the transfer. Validation batches add ``image_id``, ``source``,
-``scale``/``offset`` (back to original-image pixels) and ``input_size``.
+It only reads the batch contract of ``datamodules/samples.py``: training uses ``image`` [B,3,S,S] (uint8 BGR,
+or float ``x / 256 - 0.5``), ``target``/``weight`` [B,439,S/8,S/8] and ``skipped``; validation adds
+``image_id``, ``source``, ``gt``, ``scale``/``offset`` (back to original-image pixels) and ``input_size``.
+Any loader that delivers these trains it.
 """
 
 from __future__ import annotations
@@ -19,9 +18,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from src.decoder.decode import Decoder
+from src.evaluation.validation import ValidationCollector
+from src.inference import Inference, NetworkModel, normalise
 from src.model import solver
 from src.model.loss import StageLoss
-from src.evaluation.validation import ValidationCollector, multiscale_maps
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +51,14 @@ class PoseModule(L.LightningModule):
         self.loss = StageLoss(self.net.num_keypoints, self.net.num_pairs, **loss)
         self.bad_steps = 0    # non-finite losses skipped so far (kept in the checkpoint)
         self.bad_streak = 0   # ... of them in a row
-        self.collector = ValidationCollector(decoder, val_images)
-        self.last_metrics: dict | None = None  # {part: {stat: value}} of the last validation
+        self.skipped_samples = 0  # bad samples the loader dropped, as the batches report them (this rank)
         self.val_scales = [float(s) for s in val_scales]
         if min(self.val_scales) <= 0:
             raise ValueError(f"model.val_scales must be positive factors, got {self.val_scales}")
+        decoder = instantiate(decoder) if "_target_" in decoder else Decoder(**decoder)
+        self.inference = Inference(NetworkModel(self.net), decoder, self.val_scales)
+        self.collector = ValidationCollector(val_images)
+        self.last_metrics: dict | None = None  # {part: {stat: value}} of the last validation
 
     # -- inputs -------------------------------------------------------------------------------------------
     @property
@@ -63,22 +67,13 @@ class PoseModule(L.LightningModule):
         return self.device.type == "cuda" if flag is None else bool(flag)
 
     def _input(self, image: torch.Tensor) -> torch.Tensor:
-        """uint8 BGR -> ``image / 256 - 0.5`` (the released normalisation); a float image is already so."""
-        x = image.float() / 256.0 - 0.5 if image.dtype == torch.uint8 else image.float()
+        x = normalise(image)
         return x.contiguous(memory_format=torch.channels_last) if self._channels_last else x
 
     def on_fit_start(self) -> None:
         if self._channels_last:
             self.net.to(memory_format=torch.channels_last)
-
-    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Targets on the device (``data.targets_on: device``) through the datamodule, which also counts
-        the bad samples its workers skipped."""
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        if datamodule is not None and hasattr(datamodule, "device_targets"):
-            with torch.no_grad():
-                batch = datamodule.device_targets(batch)
-        return batch
+        self.inference.model = NetworkModel(self.net, self._channels_last)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """``[B,3,H,W]`` 0..255 -> the 439-channel output ``[B, K+2P, H/8, W/8]``."""
@@ -92,8 +87,8 @@ class PoseModule(L.LightningModule):
     # -- training -----------------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         if "target" not in batch:
-            raise ValueError("training batch without target/weight: set data.targets (conf/train.yaml does) "
-                             "or data.targets_on=worker")
+            raise ValueError("training batch without target/weight: the datamodule adds them "
+                             "(set data.targets; conf/train.yaml does)")
         saved = [b.detach().clone() for b in self.net.buffers()]  # BatchNorm running stats, if any
         losses, _ = self._losses(batch)
         if not self._finite(losses["total"]):
@@ -103,9 +98,9 @@ class PoseModule(L.LightningModule):
             return None  # Lightning skips backward and the optimiser step (Adam ignores params without grad)
         self.log("train/loss", losses["total"], prog_bar=True)
         self.log_dict({f"train/loss/{k}": v for k, v in losses.items() if k != "total"})
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and hasattr(datamodule, "skipped_samples"):
-            self.log("train/skipped_samples", float(datamodule.skipped_samples))
+        if "skipped" in batch:
+            self.skipped_samples += int(batch["skipped"])
+            self.log("train/skipped_samples", float(self.skipped_samples))
         return losses["total"]
 
     def _finite(self, total: torch.Tensor) -> bool:
@@ -146,15 +141,18 @@ class PoseModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """Decode this rank's images at every factor of ``val_scales`` (maps averaged, spec §7.2); the val
-        loss at scale 1. No collectives here (ranks may see different batch counts)."""
+        loss at scale 1, whose maps are reused. No collectives here (ranks may see different batch counts)."""
         maps = {}
         if "target" in batch:
             losses, outs = self._losses(batch)
             self.log("val/loss", losses["total"], on_epoch=True, batch_size=batch["image"].shape[0])
             maps[1.0] = self.net.maps(outs).float()
         others = [s for s in self.val_scales if s not in maps]
-        maps.update(zip(others, multiscale_maps(self.net, self._input(batch["image"]), others), strict=True))
-        self.collector.add(batch, [maps[s] for s in self.val_scales], self.val_scales)
+        maps.update(zip(others, self.inference.maps(batch["image"], others), strict=True))
+        per_scale = [maps[s] for s in self.val_scales]
+        people = self.inference.decode(per_scale, tuple(batch["image"].shape[-2:]), batch["scale"],
+                                       batch["offset"])
+        self.collector.add(batch, people, maps[1.0] if 1.0 in self.val_scales else per_scale[0])
 
     def on_validation_epoch_end(self) -> None:
         """Gather every rank's records once, evaluate the six parts, log AP/AR, write pictures.
@@ -162,8 +160,7 @@ class PoseModule(L.LightningModule):
         The first val source is the headline (``val/<part>/<stat>``, what best.ckpt tracks); any other source
         logs as ``val/<source>/<part>/<stat>``.
         """
-        gts = getattr(self.trainer.datamodule, "val_gt", None) or {}
-        results = self.collector.evaluate(gts)
+        results = self.collector.evaluate()
         for i, (source, (metrics, count)) in enumerate(results.items()):
             prefix = "val" if i == 0 else f"val/{source}"
             self.log_dict({f"{prefix}/{part}/{stat}": v for part, stats in metrics.items()

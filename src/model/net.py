@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from src.model import checkpoint
+
 log = logging.getLogger(__name__)
 
 PRELU_INIT = 0.25  # Caffe PReLU default (spec §5.1)
@@ -203,20 +205,14 @@ def load_backbone(backbone: nn.Module, path: str | Path) -> None:
     does not have (the VGG classifier) are ignored; a shape mismatch or a backbone conv left unfilled is an
     error naming the key.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"backbone_weights: no file at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
+    ckpt = checkpoint.read(path, "backbone_weights")
+    state = checkpoint.strip_prefix(ckpt.get("state_dict", ckpt), "features.", path)
     own = backbone.state_dict()
     found = {}
-    for key, value in state.items():
-        if "features." not in key:
-            continue
-        name = "features." + key.split("features.", 1)[1]
+    for name, value in state.items():
         if name in own:
             if own[name].shape != value.shape:
-                raise ValueError(f"backbone_weights {path}: {key} has shape {tuple(value.shape)}, "
+                raise ValueError(f"backbone_weights {path}: {name} has shape {tuple(value.shape)}, "
                                  f"the backbone expects {tuple(own[name].shape)}")
             found[name] = value
     missing = [k for k, v in own.items() if k not in found and v.dim() == 4]

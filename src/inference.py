@@ -1,0 +1,170 @@
+"""Image -> people, the one inference path: model file, normalisation, eval resize, scales, decoder, and back
+to the original image's pixels.
+
+Validation while training, ``src.evaluate``, ``src.predict``, ``src.oracle`` and the benchmarks all go
+through here, so the normalisation (:func:`normalise`), the resize (:func:`resize_for_eval`), the multi-scale
+run (:func:`multiscale_maps`) and the mapping back (:meth:`Inference.decode`) exist once.
+
+A *model* is any callable ``normalised [B, 3, H, W] -> maps [B, 439, H/8, W/8]`` (:func:`load_model` makes
+one from a checkpoint, an ONNX or a TorchScript file; :class:`NetworkModel` wraps a ``PoseNet`` in memory).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from src.decoder.decode import Decoder, Person, to_image_pixels
+from src.model import checkpoint
+from src.skeleton import STRIDE
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+
+NORMALISATION = {"formula": "pixel / 256 - 0.5", "scale": 1 / 256, "offset": -0.5, "channel_order": "BGR",
+                 "layout": "NCHW float32"}
+"""The released network's input (what exported files record in their metadata)."""
+CHECKPOINT_SUFFIXES = {".ckpt", ".pth"}
+TORCHSCRIPT_SUFFIXES = {".pt", ".ts", ".torchscript"}
+
+
+def normalise(image: torch.Tensor) -> torch.Tensor:
+    """uint8 BGR ``[..., 3, H, W]`` -> float ``image / 256 - 0.5`` (the released normalisation); a float
+    image is taken as already normalised."""
+    return image.float() * NORMALISATION["scale"] + NORMALISATION["offset"] if image.dtype == torch.uint8 \
+        else image.float()
+
+
+@dataclass
+class Resized:
+    """An image resized for the network: ``image`` (padded right/bottom to a multiple of the stride),
+    ``scale`` and ``offset`` per axis (x, y) with ``orig = (input - offset) / scale``, ``input_size`` (h, w)
+    before the padding."""
+
+    image: np.ndarray
+    scale: np.ndarray
+    offset: np.ndarray
+    input_size: tuple[int, int]
+
+
+def resize_for_eval(image: np.ndarray, size: int, fit: str = "height") -> Resized:
+    """No augmentation: resize so the height (``fit='height'``, OpenPose's convention) or the longer side
+    (``'longer'``) is ``size``, then pad right/bottom with black to a multiple of the stride (cv2.resize's
+    pixel-centre mapping, so ``offset = (scale - 1) / 2``)."""
+    if fit not in ("height", "longer"):
+        raise ValueError(f"fit must be 'height' or 'longer', got {fit!r}")
+    h, w = image.shape[:2]
+    f = size / (h if fit == "height" else max(h, w))
+    nh, nw = max(1, round(h * f)), max(1, round(w * f))
+    scale = np.array([nw / w, nh / h], np.float32)
+    img = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    img = cv2.copyMakeBorder(img, 0, -nh % STRIDE, 0, -nw % STRIDE, cv2.BORDER_CONSTANT, value=0)
+    return Resized(img, scale, 0.5 * (scale - 1), (nh, nw))
+
+
+def multiscale_maps(model: Model, x: torch.Tensor, scales: list[float]) -> list[torch.Tensor]:
+    """The maps of the normalised batch ``x`` at each factor of ``scales`` (image resized by ``s``, padded
+    right/bottom to a multiple of the stride, so coordinates are not shifted), as float32."""
+    out = []
+    for s in scales:
+        xs = x if s == 1 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+        h, w = xs.shape[-2:]
+        out.append(model(F.pad(xs, (0, -w % STRIDE, 0, -h % STRIDE))).float())
+    return out
+
+
+class NetworkModel:
+    """A ``PoseNet`` as a model: its output contract ``net.maps(net(x))`` (a class, not a closure, so that a
+    LightningModule holding it pickles for ``ddp_spawn``)."""
+
+    def __init__(self, net: torch.nn.Module, channels_last: bool = False):
+        self.net, self.channels_last = net, channels_last
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return self.net.maps(self.net(x))
+
+
+def load_exported(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
+    """``np.ndarray [B,3,H,W] float32 -> np.ndarray [B,439,H/8,W/8]`` for an ONNX or TorchScript file."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+    module = torch.jit.load(str(path), map_location="cpu").eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(x)).numpy()
+
+    return run
+
+
+def load_model(path: str | Path, device: str = "cpu") -> Model:
+    """A model from a checkpoint (``.ckpt``/``.pth``, rebuilt from the config saved in it) or an exported
+    file (``.onnx`` by ONNX Runtime, ``.pt``/``.ts`` by TorchScript; both on the CPU)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path: no file at {path}")
+    suffix = path.suffix.lower()
+    if suffix in CHECKPOINT_SUFFIXES:
+        return NetworkModel(checkpoint.build_network(None, path)[0].to(device))
+    if suffix == ".onnx" or suffix in TORCHSCRIPT_SUFFIXES:
+        run = load_exported(path)
+        return lambda x: torch.from_numpy(run(x.detach().cpu().numpy()))
+    raise ValueError(f"ckpt_path: {path} is neither a checkpoint ({sorted(CHECKPOINT_SUFFIXES)}), ONNX "
+                     f"(.onnx) nor TorchScript ({sorted(TORCHSCRIPT_SUFFIXES)})")
+
+
+class Inference:
+    """A model, a decoder and the input scales: uint8 images -> people in original-image pixels.
+
+    ``scales`` are factors of the network input (``[2, 1.5, 1, 0.5]`` = the paper's 960/720/480/240 at height
+    480); the maps of every scale are averaged by the decoder (spec §7.2).
+    """
+
+    def __init__(self, model: Model, decoder: Decoder | None = None, scales: list[float] | None = None,
+                 device: str | torch.device | None = None):
+        self.model, self.decoder = model, decoder or Decoder()
+        self.scales = [float(s) for s in (scales or [1.0])]
+        if min(self.scales) <= 0:
+            raise ValueError(f"scales must be positive factors, got {self.scales}")
+        self.device = None if device is None else torch.device(device)  # None: where the images are
+
+    def maps(self, images: torch.Tensor, scales: list[float] | None = None) -> list[torch.Tensor]:
+        """uint8 BGR (or normalised) ``[B, 3, H, W]`` -> the maps at each scale (``self.scales`` if None)."""
+        x = normalise(images if self.device is None else images.to(self.device))
+        return multiscale_maps(self.model, x, self.scales if scales is None else scales)
+
+    def decode(self, per_scale: list[torch.Tensor], input_hw: tuple[int, int], scale: torch.Tensor,
+               offset: torch.Tensor) -> list[list[Person]]:
+        """Maps of a batch at ``self.scales`` -> each image's people, mapped back with its ``scale`` and
+        ``offset`` ``[B, 2]`` (x, y; ``orig = (input - offset) / scale``)."""
+        out = []
+        for i in range(per_scale[0].shape[0]):
+            people = self.decoder([m[i] for m in per_scale], input_hw, self.scales)
+            out.append(to_image_pixels(people, tuple(float(v) for v in scale[i]),
+                                       tuple(float(v) for v in offset[i])))
+        return out
+
+    def batch(self, batch: dict) -> tuple[list[list[Person]], list[torch.Tensor]]:
+        """A validation batch (``image``, ``scale``, ``offset``) -> (people per image, maps per scale)."""
+        per_scale = self.maps(batch["image"])
+        return self.decode(per_scale, tuple(batch["image"].shape[-2:]), batch["scale"], batch["offset"]), \
+            per_scale
+
+    def image(self, image: np.ndarray, height: int, fit: str = "height") -> list[Person]:
+        """One BGR uint8 image of any size -> its people in its own pixels."""
+        resized = resize_for_eval(image, height, fit)
+        x = torch.from_numpy(resized.image).permute(2, 0, 1)[None]
+        per_scale = self.maps(x)
+        return self.decode(per_scale, tuple(x.shape[-2:]), torch.from_numpy(resized.scale)[None],
+                           torch.from_numpy(resized.offset)[None])[0]

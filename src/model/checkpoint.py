@@ -1,0 +1,109 @@
+"""The one checkpoint reader: every file of weights the project is given is opened here.
+
+A file is a Lightning checkpoint of :class:`src.model.module.PoseModule` (``state_dict`` with ``net.`` keys,
+``hyper_parameters.net`` = the network's Hydra node, ``global_step``) or a plain state dict of the network or
+of a backbone. Tensor names are read relative to an anchor (``backbone.`` for a whole network, ``features.``
+for a VGG backbone), so any prefix before it (``net.``, ``model.``, ``module.``) is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+RENAMED_TARGETS = {"src.model.": "src.model.net."}
+"""Network classes saved before the network moved into ``src/model/net.py``: old ``_target_`` -> new."""
+
+
+def read(path: str | Path, what: str = "ckpt_path") -> dict:
+    """The checkpoint at ``path`` as a dict (CPU tensors); a clear error, naming the setting ``what`` that
+    gave the path, when it is absent or not a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: no file at {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: not a checkpoint (a {type(ckpt).__name__}, expected a dict)")
+    return ckpt
+
+
+def global_step(path: str | Path) -> int:
+    """The optimiser step a training checkpoint was saved at."""
+    ckpt = read(path)
+    if "global_step" not in ckpt:
+        raise ValueError(f"{path}: no global_step; not a training checkpoint (ckpt_path resumes only those)")
+    return int(ckpt["global_step"])
+
+
+def strip_prefix(state: dict, anchor: str, path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors under the prefix of the first name holding ``anchor`` (``net.backbone.x`` -> ``backbone.x``
+    for anchor ``backbone.``), renamed without that prefix."""
+    first = next((k for k in state if anchor in k), None)
+    if first is None:
+        raise ValueError(f"{path}: no '{anchor}' tensor in the state dict; not a checkpoint of this network")
+    prefix = first[: first.index(anchor)]
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def plain(cfg) -> dict:
+    """A Hydra node or mapping -> a plain resolved dict."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def net_config(model_cfg: DictConfig | dict) -> dict:
+    """The network's node of a ``conf/model`` preset (its ``net``), or ``model_cfg`` itself when it is one."""
+    cfg = plain(model_cfg)
+    return plain(cfg["net"]) if "net" in cfg else cfg
+
+
+def _renamed(cfg: dict) -> dict:
+    """``cfg`` with every ``_target_`` saved under an old module path moved to the current one."""
+    out = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            value = _renamed(value)
+        elif key == "_target_" and isinstance(value, str):
+            for old, new in RENAMED_TARGETS.items():
+                if value.startswith(old) and not value.startswith(new) and value.count(".") == 2:
+                    value = new + value[len(old):]
+        out[key] = value
+    return out
+
+
+def network_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None, dict]:
+    """(network tensors without the module prefix, the network config saved with them or None, the
+    checkpoint's hyper-parameters or {})."""
+    ckpt = read(path)
+    tensors = strip_prefix(ckpt.get("state_dict", ckpt), "backbone.", path)
+    hparams = dict(ckpt.get("hyper_parameters") or {})
+    saved = hparams.get("net")
+    return tensors, (_renamed(plain(saved)) if saved is not None else None), hparams
+
+
+def build_network(model_cfg: DictConfig | dict | None, ckpt_path: str | Path | None = None
+                  ) -> tuple[nn.Module, dict]:
+    """(network in eval mode, its config). With a checkpoint, the network config saved in it wins over
+    ``model_cfg`` (which may then be None); without one, the weights are random."""
+    tensors, saved, _ = network_state(ckpt_path) if ckpt_path else (None, None, {})
+    if saved is None and model_cfg is None:
+        raise ValueError(f"{ckpt_path}: the checkpoint holds no network config (hyper_parameters.net); "
+                         "give the model preset (model=<preset>)")
+    cfg = saved if saved is not None else net_config(model_cfg)
+    cfg.pop("backbone_weights", None)  # a checkpoint or random weights replace any backbone initialisation
+    net = instantiate(cfg)
+    if tensors is not None:
+        try:
+            net.load_state_dict(tensors)
+        except RuntimeError as err:
+            raise ValueError(f"ckpt_path {ckpt_path} does not fit the network config: {err}") from err
+        log.info("weights: %s", ckpt_path)
+    else:
+        log.info("weights: random (no ckpt_path given)")
+    return net.eval(), cfg
