@@ -100,7 +100,8 @@ class Backgrounds:
 class TrainStream(IterableDataset):
     """Endless training batches: per-source decode + augment, mixed by probability, batched, and with the
     targets computed here when ``targets`` is given (``targets_on: worker``), handed over as
-    ``packed_targets`` (``datamodules.packed_targets``; the datamodule's ``device_targets`` unpacks them)."""
+    ``packed_targets`` (``datamodules.packed_targets``; the datamodule's ``on_after_batch_transfer`` unpacks
+    them)."""
 
     def __init__(self, sources: list[SourceSpec], padding: SourceSpec | None, crop: int, batch_size: int,
                  mix: str, scale_ranges: str, photometric: float, shuffle: int, background_reuse: int,

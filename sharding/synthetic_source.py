@@ -64,14 +64,11 @@ class Synthetic(Source):
         return {"options": self.options, "counts": self.counts, "renderer": sha}
 
     def plan(self, split: str) -> Plan:
-        import sharding.synthetic as renderer  # loaded only when something is drawn
-
-        self.split, n = split, self.counts[split]
-        if hasattr(renderer, "record"):  # one sample at a time: ``shard.workers`` can draw in parallel
-            return Plan(items=list(range(n)))
-        return Plan(stream=renderer.iter_records(self.kind, split, n, self.seed, self.size), total=n)
+        """One item per sample index, so ``shard.workers`` can draw them in parallel."""
+        self.split = split
+        return Plan(items=list(range(self.counts[split])))
 
     def convert(self, index: int) -> Record:
-        from sharding.synthetic import record
+        from sharding.synthetic import record  # the renderer is loaded only when something is drawn
 
         return record(self.kind, self.split, index, self.seed, self.size)

@@ -30,7 +30,7 @@ from src.record import Record
 from src.skeleton import GROUPS, NUM_KEYPOINTS, WHOLEBODY_PARTS, to_wholebody133
 
 MANIFEST = "manifest.json"
-FORMAT = 2  # of the shard members (sharding/record.py); a new format rebuilds every split
+FORMAT = 2  # of the shard members (src/record.py); a new format rebuilds every split
 
 
 @dataclass

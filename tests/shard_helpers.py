@@ -1,4 +1,4 @@
-"""Small shards written the way ``sharding/record.py`` says, for the loader tests (no real data needed).
+"""Small shards written the way ``src/record.py`` says, for the loader tests (no real data needed).
 
 ``write_source(root, name, split, ...)`` writes ``root/<name>/<split>/<name>-<split>-%06d.tar`` plus a
 ``manifest.json`` listing them (as the shard writer does) and, for ``val``, a minimal ``gt.json``.

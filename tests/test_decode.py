@@ -1,4 +1,4 @@
-"""src.decode on maps rendered by the real src.targets: crowded synthetic scenes recovered person by person,
+"""src.decoder on maps rendered by the real src.targets: crowded synthetic scenes recovered person by person,
 the peak search against a dense 3x3 maximum, the spec §7 rules on hand-made maps, bad input, the writers."""
 
 from __future__ import annotations

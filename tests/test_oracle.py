@@ -1,4 +1,4 @@
-"""The oracle round trip on the real COCO-WholeBody fixture: GT -> src.targets -> src.decode -> evaluator."""
+"""The oracle round trip on the real COCO-WholeBody fixture: GT -> src.targets -> src.decoder -> evaluator."""
 
 from __future__ import annotations
 

@@ -216,3 +216,36 @@ def _step(path: Path) -> int:
         return int(torch.load(path, weights_only=False, map_location="cpu")["global_step"])
     except Exception:  # being written
         return -1
+
+
+def test_any_loader_delivering_the_batch_contract_trains_the_module(tmp_path):
+    """No datamodule: a plain DataLoader of finished batches (image, target, weight, skipped) is enough, so
+    the module reads nothing but the batch."""
+    from hydra.utils import instantiate
+
+    from src.targets import Targets
+
+    cfg = compose_train("model=tiny", "model.input_size=64")
+    module = instantiate(cfg.model, _recursive_=False)
+    gen = torch.Generator().manual_seed(0)
+    kp = torch.zeros(2, 1, 135, 3)
+    kp[..., :2] = 8 + 48 * torch.rand(2, 1, 135, 2, generator=gen)
+    kp[..., 2] = 1
+    target, weight = Targets()(kp, torch.ones(2, 135, dtype=torch.bool), None, (64, 64))
+    batches = [{"image": torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=gen),
+                "target": target, "weight": weight, "skipped": torch.tensor(i % 2)} for i in range(4)]
+    loader = torch.utils.data.DataLoader(batches, batch_size=None)
+
+    def loss() -> float:
+        module.eval()
+        with torch.no_grad():
+            outs = module.net(module._input(batches[0]["image"]))
+            return float(module.loss(*module.net.split(outs), target, weight)["total"])
+
+    before = loss()
+    trainer = L.Trainer(accelerator="cpu", max_steps=4, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(module, train_dataloaders=loader)
+    assert trainer.global_step == 4 and trainer.datamodule is None
+    assert module.skipped_samples == 2  # counted from the batches' own ``skipped``
+    assert loss() < before

@@ -4,7 +4,7 @@ OpenPose's multi-network whole-body pipeline runs a body network on the image, a
 every person cuts a face box and two hand boxes out of the image (placed from the body keypoints), resizes
 each to a fixed square and runs a separate face or hand network on it, one crop after another. Its cost is
 therefore ``body + people x (face + 2 hands)``. Here the crop networks are built from the same parts as the
-single network (VGG-19 front, dense-block stages; :mod:`src.model`) so that their cost per pixel is
+single network (VGG-19 front, dense-block stages; :mod:`src.model.net`) so that their cost per pixel is
 comparable; weights are random, since only the time is measured.
 """
 

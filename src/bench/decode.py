@@ -1,4 +1,4 @@
-"""Benchmark of src.decode on ONE CPU thread: the maps of a 10-person 480x640 image (the synthetic world's
+"""Benchmark of src.decoder on ONE CPU thread: the maps of a 10-person 480x640 image (the synthetic world's
 figures, rendered by src.targets) -> people.
 
 ``decode_ms_10_people``: peaks, PAF scoring, assembly and filtering (``Decoder.decode_resized``), the resize

@@ -8,8 +8,9 @@ Throughput is samples per CPU-second (user + system) of one DataLoader worker pr
 one core, so it depends less on what else the machine runs than the wall-clock rate given beside it (a busy
 machine still slows every core down). It includes the worker's copy of every batch into shared memory; worker
 targets travel packed (``datamodules.packed_targets``), and unpacking them on the main process's CPU is given
-as ``loader_targets_unpack_ms_per_sample`` (on a GPU run ``device_targets`` unpacks them on the GPU). The
-``*_compute_*`` figures iterate the same stream in this process (the work without the hand-off).
+as ``loader_targets_unpack_ms_per_sample`` (on a GPU run the datamodule's ``on_after_batch_transfer``
+unpacks them there). The ``*_compute_*`` figures iterate the same stream in this process (the work without
+the hand-off).
 
 ``python -m src.bench.loader`` prints one JSON line; ``run()`` returns the dict for ``python -m src.bench``.
 """

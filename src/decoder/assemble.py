@@ -2,7 +2,8 @@
 
 ``greedy`` walks the connections best first (one Python loop over accepted connections, a few thousand in a
 crowded image; people are tracked as part bitmasks so merges test disjointness in one operation).
-``filter_people`` applies §7.5 step 3 on the result as arrays; only face-only fragments are looped over.
+``merge_face_fragments`` folds face-only fragments into the person whose face box they overlap (one loop over
+the fragments); ``keep_people`` applies §7.5 step 3 on the result as arrays.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Network output (or ground-truth maps) -> people: the OpenPose BODY_135 decoder (spec §7).
 
 One straight line, each stage its own module:
-``resize`` (bicubic to the network input, averaged over scales; here) -> ``src.peaks.find_peaks`` ->
-``src.connections.score_connections`` -> ``src.assemble.greedy`` -> ``src.assemble.merge_face_fragments`` /
+``resize`` (bicubic to the network input, averaged over scales; here) -> ``peaks.find_peaks`` ->
+``connections.score_connections`` -> ``assemble.greedy`` -> ``assemble.merge_face_fragments`` /
 ``keep_people`` -> ``Person`` (here).
 
 Scores. ``Person.score`` is OpenPose's: (sum of keypoint confidences + sum of PAF scores) / (135 + 152).

@@ -1,6 +1,6 @@
 """Pictures of predictions: skeleton overlays and heatmap/PAF montages (BGR uint8 images, cv2).
 
-Used by validation (src/validation.py) and reusable by prediction: ``draw_people(image, [kp135x3, ...])``.
+Used by validation (``src/evaluation/validation.py``) and prediction: ``draw_people(image, [kp135x3, ...])``.
 Body, MPII, feet, left hand, right hand and face each have their own colour.
 """
 

@@ -1,7 +1,7 @@
 """Writers for decoded people: COCO-WholeBody result records and OpenPose JSON version 1.3 (spec §7.6).
 
-Both take ``src.decode.Person`` objects whose keypoints are already in the pixels wanted in the file (usually
-the original image's: ``src.decode.to_image_pixels``).
+Both take ``src.decoder.decode.Person`` objects whose keypoints are already in the pixels wanted in the file
+(usually the original image's, as ``src.inference`` returns them).
 """
 
 from __future__ import annotations

@@ -1,23 +1,14 @@
 """Masked L2 loss at every stage, returned by name: per stage and per keypoint group.
 
-Facts: shared/docs/openpose_body135_spec.md §3.5. The released net uses Caffe's EuclideanLoss on
-``W * pred`` and ``W * gt``::
+The released Caffe EuclideanLoss on ``W * pred`` and ``W * gt`` (spec §3.5)::
 
     loss_stage = sum((W * (pred - gt)) ** 2) / (2 * N)        N = images in the (per-GPU) batch
 
-so a pixel's effective weight is W squared (1/0.821**2 inside hand and face Gaussians, 0 where masked). This
-module reproduces that exactly rather than the "W * (pred - gt)**2" of most re-implementations: the W of
-``src/targets.py`` is the released W, so the released loss is the only one it was tuned for. Every stage has
-weight 1 and the total is their sum.
-
-``peak_weight`` (default 1 = the released loss) multiplies W by ``1 + (peak_weight - 1) * |target|``, so
-Gaussian and PAF cells weigh more than background; ``cm_peak_weight`` sets it apart for the heatmaps (None:
-the same) and ``cm_weight`` (default 1) multiplies every heatmap stage's loss. Only the CPU smoke run changes
-them: from scratch, the plain L2 loss sits on its all-zero plateau for longer than that run's whole budget
-(measured: 250 steps of the tiny net at lr 3e-4 and 100 steps overfitting one batch left the heatmap loss at
-99% of the all-zero loss), so it weighs the targets up; a heatmap peak weighted like a PAF cell (5) makes the
-heatmaps fire at every joint-like mark, hence a smaller heatmap peak weight and a larger heatmap share of the
-loss (README, "Learning the synthetic world").
+so a cell's effective weight is W squared, the weighting the W of ``src/targets.py`` was tuned for. Every
+stage has weight 1 and the total is their sum. ``peak_weight`` multiplies W by ``1 + (peak_weight - 1) *
+|target|`` (Gaussian and PAF cells weigh more than background), ``cm_peak_weight`` sets it apart for the
+heatmaps (None: the same) and ``cm_weight`` multiplies every heatmap stage's loss; their defaults (1, None, 1)
+are the released loss (README, "Loss", says which run changes them and why).
 
 Names: ``paf0 .. paf{T-1}``, ``cm0 ..`` per stage; ``body`` (body + MPII), ``foot``, ``hands``, ``face`` per
 group, summed over stages (their sum equals ``total``). A PAF channel belongs to the group of its

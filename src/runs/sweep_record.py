@@ -2,9 +2,9 @@
 
 Added to a run by ``conf/sweep/*.yaml`` (``callbacks.run_record``). After every validation (so the last write
 holds the final weights' numbers) rank 0 writes into ``out_dir``: the model's name and overrides, its
-parameters, GFLOPs at 480x480 (2 per multiply-accumulate, :mod:`src.cost`), its measured batch-1 latency at
-``latency_size`` on the training device, the global step, and the val AP of every part (plus the full
-``{part: {stat: value}}`` metrics). ``python -m src.sweep_report DIR`` collects these files.
+parameters, GFLOPs at 480x480 (2 per multiply-accumulate, :mod:`src.model.cost`), its measured batch-1
+latency at ``latency_size`` on the training device, the global step, and the val AP of every part (plus the
+full ``{part: {stat: value}}`` metrics). ``python -m src.sweep_report DIR`` collects these files.
 """
 
 from __future__ import annotations
