@@ -13,8 +13,8 @@ import hashlib
 import importlib.util
 from pathlib import Path
 
-from src.record import Record
 from sharding.source import Plan, Source
+from src.record import Record
 
 KIND_GROUPS = {
     "synth_body": ["body", "foot"],

@@ -60,8 +60,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, dict[str, float]]:
     import torch
     from hydra.utils import instantiate
 
-    from src.model.module import PoseModule
     from src.evaluation.validation import multiscale_maps
+    from src.model.module import PoseModule
 
     module = PoseModule.load_from_checkpoint(cfg.ckpt_path, map_location="cpu").eval()
     height = int(cfg.height or module.hparams.input_size)

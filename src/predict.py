@@ -34,8 +34,8 @@ from tqdm import tqdm
 from datamodules.augment import resize_for_eval
 from src.decoder import draw
 from src.decoder.decode import to_image_pixels
-from src.export import build_network, load_exported
 from src.decoder.writers import wholebody_records, write_openpose_json
+from src.export import build_network, load_exported
 
 log = logging.getLogger(__name__)
 

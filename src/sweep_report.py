@@ -1,9 +1,9 @@
 """The ablation table (paper Table 1) from a sweep directory: one row per run, and AP against latency.
 
 ``python -m src.sweep_report DIR [--out PNG]`` finds every ``run_record.json`` under DIR (written by
-:class:`src.runs.sweep_record.RunRecord` at the end of each training run), prints a Markdown table (parameters,
-GFLOPs at 480x480, measured latency, val AP per part) and writes ``DIR/sweep_report.png`` (whole-body AP, and
-each part's AP, against latency) plus ``DIR/sweep_report.md`` holding the same table.
+:class:`src.runs.sweep_record.RunRecord` at the end of each training run), prints a Markdown table
+(parameters, GFLOPs at 480x480, measured latency, val AP per part) and writes ``DIR/sweep_report.png``
+(whole-body AP, and each part's AP, against latency) plus ``DIR/sweep_report.md`` holding the same table.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import FIXTURES, ROOT
 
-from src.oracle import round_trip
 from src.evaluation.evaluator import STATS, evaluate_wholebody, load_gt
+from src.oracle import round_trip
 
 
 @pytest.fixture(scope="module")

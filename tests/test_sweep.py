@@ -14,10 +14,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from src import sweep_report
-from src.model import cost
 from src.bench.scenes import crowd
 from src.export import export
 from src.match_runtime import match, measure, scale_widths
+from src.model import cost
 from src.predict import config, predict
 from src.runs.sweep_record import RunRecord
 

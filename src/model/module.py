@@ -19,9 +19,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from src.evaluation.validation import ValidationCollector, multiscale_maps
 from src.model import solver
 from src.model.loss import StageLoss
-from src.evaluation.validation import ValidationCollector, multiscale_maps
 
 log = logging.getLogger(__name__)
 
