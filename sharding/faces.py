@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from sharding.coco import CocoCrops
+from sharding.keypoints import from_face
 from sharding.people import (
     FACE_TO_PERSON,
     InputError,
@@ -21,9 +22,8 @@ from sharding.people import (
     part_person,
     read_image,
 )
-from src.record import Record
 from sharding.source import Plan, Source
-from src.skeleton import from_face
+from src.record import Record
 
 
 def _face(pid: int, kpts: np.ndarray, w: int, h: int, item: str) -> dict | None:

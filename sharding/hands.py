@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sharding.coco import CocoCrops
+from sharding.keypoints import from_hand21
 from sharding.people import (
     HAND_TO_PERSON,
     InputError,
@@ -25,9 +26,8 @@ from sharding.people import (
     part_person,
     read_image,
 )
-from src.record import Record
 from sharding.source import Plan, Source, load_json, require
-from src.skeleton import from_hand21
+from src.record import Record
 
 _SUFFIX = re.compile(r"_([lLrR])$")
 
