@@ -26,7 +26,7 @@ KEYPOINTS = "keypoints.npy"
 @dataclass
 class Record:
     """``meta`` holds: ``image_id`` (int), ``file_name``, ``width``, ``height``, ``source``, ``groups`` (the
-    BODY_135 groups the source labels, see ``src.skeleton.GROUPS``) and ``people``: a list of
+    BODY_135 groups the source labels, see ``src.skeleton.BODY_135.groups``) and ``people``: a list of
     ``{"id", "keypoints" (135 x [x, y, v], v the codes of src.skeleton), "bbox" [x, y, w, h], "area",
     "center" [x, y], "scale" (estimated full-person height in px; augmentation resizes it to 288*m)}``."""
 
