@@ -17,7 +17,7 @@ same matrix. The released recipe, scaled to any crop ``S`` (the spec's numbers a
   black with the ignore mask at 1 (spec §3.4 step 1).
 
 albumentations 2.0.8 cannot reorder keypoints on a flip, so the flip is read back from the applied params and
-the BODY_135 left/right table (``src.skeleton.FLIP_INDEX``, ``flip_groups``) is applied here.
+the BODY_135 left/right table (``BODY_135.flip_index``, ``BODY_135.flip_groups``) is applied here.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from src.inference import resize_for_eval  # noqa: E402
-from src.skeleton import FLIP_INDEX, STRIDE, flip_groups  # noqa: E402
+from src.skeleton import BODY_135  # noqa: E402
 
 cv2.setNumThreads(1)  # one core per loader worker; cv2's own pool only competes with the other workers
 
@@ -52,7 +52,7 @@ POLICIES = tuple(SCALE_RANGES["released"])
 CENTRE_SWAP = {"hand": "hand", "face": "face", "wholebody": "either"}
 TARGET_HEIGHT = 288 / 480  # fraction of the crop the centre person fills at m = 1
 JITTER = 40 / 480  # crop-centre offset, fraction of the crop
-WRISTS, NOSE = (9, 10), 0
+WRISTS, NOSE = tuple(BODY_135.indices(["LWrist", "RWrist"])), BODY_135.index("Nose")
 
 
 @dataclass(frozen=True)
@@ -200,8 +200,8 @@ class Augment:
     keypoints ``[P, 135, 3]``, the (possibly mirrored) groups and the ignore fraction at stride 8."""
 
     def __init__(self, policy: Policy, size: int = 480, photometric: float = 0.0):
-        if size % STRIDE:
-            raise ValueError(f"data.crop must be a multiple of {STRIDE}, got {size}")
+        if size % BODY_135.stride:
+            raise ValueError(f"data.crop must be a multiple of {BODY_135.stride}, got {size}")
         self.policy, self.size = policy, int(size)
         steps = [PersonAffine(size, policy)]
         if photometric > 0:
@@ -217,7 +217,7 @@ class Augment:
                  background: Callable[[], np.ndarray] | None = None) -> dict:
         """``background``: draws a padding patch (``PersonAffine``); None pads with black, ignored."""
         people = meta.get("people") or []
-        kps = np.asarray([p["keypoints"] for p in people], np.float32).reshape(-1, 135, 3)
+        kps = np.asarray([p["keypoints"] for p in people], np.float32).reshape(-1, BODY_135.num_keypoints, 3)
         anchors = [(p["center"], p.get("scale") or p["bbox"][3], kps[i]) for i, p in enumerate(people)]
         data = {"image": image, "keypoints": kps[..., :2].reshape(-1, 2), "people": anchors,
                 "background": background}
@@ -227,15 +227,15 @@ class Augment:
             data["mask"] = ignore
         out = self.compose(**data)
         params = dict(out["applied_transforms"])["PersonAffine"]
-        xy = np.asarray(out["keypoints"], np.float32)[:, :2].reshape(-1, 135, 2)
+        xy = np.asarray(out["keypoints"], np.float32)[:, :2].reshape(-1, BODY_135.num_keypoints, 2)
         kps = np.concatenate([xy, kps[..., 2:]], axis=2)
         s = self.size
         outside = (xy < 0).any(-1) | (xy > s - 1).any(-1)
         kps[..., 2] = np.where(outside & (kps[..., 2] <= 1), 2, kps[..., 2])
         groups = list(meta.get("groups") or [])
         if params["flip"]:
-            kps, groups = kps[:, FLIP_INDEX], flip_groups(groups)
-        grid = s // STRIDE
+            kps, groups = kps[:, BODY_135.flip_index], BODY_135.flip_groups(groups)
+        grid = s // BODY_135.stride
         if "mask" in out:
             small = cv2.resize(out["mask"], (grid, grid), interpolation=cv2.INTER_AREA)
             ign = small.astype(np.float32) / 255.0
@@ -252,13 +252,14 @@ def eval_sample(image: np.ndarray, meta: dict, ignore: np.ndarray | None, size: 
     resized = resize_for_eval(image, size, fit)
     (h, w), (nh, nw) = image.shape[:2], resized.input_size
     ph, pw = resized.image.shape[:2]
+    stride = BODY_135.stride
     full = np.zeros((h, w), np.uint8) if ignore is None else ignore
     full = cv2.copyMakeBorder(cv2.resize(full, (nw, nh), interpolation=cv2.INTER_LINEAR),
                               0, ph - nh, 0, pw - nw, cv2.BORDER_CONSTANT, value=255)
-    ign = cv2.resize(full, (pw // STRIDE, ph // STRIDE), interpolation=cv2.INTER_AREA)
+    ign = cv2.resize(full, (pw // stride, ph // stride), interpolation=cv2.INTER_AREA)
     ign = ign.astype(np.float32) / 255
     people = meta.get("people") or []
-    kps = np.asarray([p["keypoints"] for p in people], np.float32).reshape(-1, 135, 3)
+    kps = np.asarray([p["keypoints"] for p in people], np.float32).reshape(-1, BODY_135.num_keypoints, 3)
     kps[..., :2] = kps[..., :2] * resized.scale + resized.offset
     return {"image": resized.image, "keypoints": kps, "groups": list(meta.get("groups") or []),
             "ignore": ign, "scale": resized.scale, "offset": resized.offset, "size": (h, w),

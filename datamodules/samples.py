@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from src.record import read_meta
-from src.skeleton import NUM_KEYPOINTS, labelled_keypoints
+from src.skeleton import BODY_135
 
 IMAGE_KEYS = ("jpg", "jpeg", "png")
 
@@ -70,13 +70,13 @@ def decode(raw: dict, reduce: int = 1) -> tuple[np.ndarray, dict, np.ndarray | N
 
 def labelled_of(groups: list[str], background_only: bool) -> np.ndarray:
     """Bool[135]: the channels a sample trains (all of them, as background, for a background-only sample)."""
-    return np.ones(NUM_KEYPOINTS, bool) if background_only else labelled_keypoints(groups)
+    return np.ones(BODY_135.num_keypoints, bool) if background_only else BODY_135.labelled(groups)
 
 
 def pad_people(kps_list: list[np.ndarray]) -> np.ndarray:
     """``[P_i, 135, 3]`` arrays -> ``[B, P, 135, 3]`` with P = max(P_i, 1); padding rows are (0, 0, 2)."""
     p = max([len(k) for k in kps_list] + [1])
-    out = np.zeros((len(kps_list), p, NUM_KEYPOINTS, 3), np.float32)
+    out = np.zeros((len(kps_list), p, BODY_135.num_keypoints, 3), np.float32)
     out[..., 2] = 2
     for i, k in enumerate(kps_list):
         out[i, :len(k)] = k

@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 from pycocotools.coco import COCO
 
+from sharding.keypoints import from_coco17, from_coco23, from_wholebody133
 from sharding.people import SkipRecord, clip_to_image, ignore_png, labelled_count, person, read_image
 from sharding.source import Plan, Source, load_json, require
 from src.record import Record
-from src.skeleton import GROUPS, from_coco17, from_coco23, from_wholebody133
+from src.skeleton import BODY_135
 
 
 def load_coco(path: Path, ann_fields: tuple[str, ...], required: tuple[str, ...] = ("id", "image_id", "bbox")
@@ -200,7 +201,7 @@ class CocoBackgrounds(Source):
     group labelled, so all channels learn background there (spec §3.4 step 5)."""
 
     path_keys = ("ann", "images")
-    groups = list(GROUPS)
+    groups = list(BODY_135.groups)
 
     def plan(self, split: str) -> Plan:
         paths = self.inputs(split)

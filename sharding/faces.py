@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from sharding.coco import CocoCrops
+from sharding.keypoints import from_face
 from sharding.people import (
     FACE_TO_PERSON,
     InputError,
@@ -23,7 +24,6 @@ from sharding.people import (
 )
 from sharding.source import Plan, Source
 from src.record import Record
-from src.skeleton import from_face
 
 
 def _face(pid: int, kpts: np.ndarray, w: int, h: int, item: str) -> dict | None:

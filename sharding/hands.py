@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sharding.coco import CocoCrops
+from sharding.keypoints import from_hand21
 from sharding.people import (
     HAND_TO_PERSON,
     InputError,
@@ -27,7 +28,6 @@ from sharding.people import (
 )
 from sharding.source import Plan, Source, load_json, require
 from src.record import Record
-from src.skeleton import from_hand21
 
 _SUFFIX = re.compile(r"_([lLrR])$")
 

@@ -12,10 +12,10 @@ from collections import defaultdict
 
 import numpy as np
 
+from sharding.keypoints import from_mpii16
 from sharding.people import SkipRecord, clip_to_image, finite, int_id, keypoint_box, person, read_image
 from sharding.source import Plan, Source, load_json, require
 from src.record import Record
-from src.skeleton import from_mpii16
 
 
 class Mpii(Source):

@@ -34,7 +34,7 @@ class Plan:
 
 class Source:
     """Base converter. Subclasses set ``version`` (bump it when output changes: re-running rebuilds),
-    ``groups`` (the BODY_135 groups of ``src.skeleton.GROUPS`` this format labels), and ``path_keys``."""
+    ``groups`` (the ``src.skeleton.BODY_135.groups`` this format labels), and ``path_keys``."""
 
     version = "1"
     groups: list[str] = []

@@ -43,9 +43,9 @@ from sharding.synthetic_figure import (
     sample_pose,
 )
 from src.record import Record
-from src.skeleton import GROUPS, labelled_keypoints
+from src.skeleton import BODY_135
 
-ALL_GROUPS = list(GROUPS)
+ALL_GROUPS = list(BODY_135.groups)
 KINDS: dict[str, tuple[int, list[str]]] = {  # kind -> (id used in image ids, groups labelled in train)
     "synth_body": (1, ["body", "foot"]),
     "synth_face": (2, ["face"]),
@@ -166,11 +166,11 @@ def _close_ups(rng: np.random.Generator, size: int, part: str) -> list[Figure]:
         kp, shapes = sample_pose(rng)
         extent = rng.uniform(80, 200) * (0.7 if i < n - 1 else 1.0)  # the farther one is smaller
         if part == "face":
-            height, anchor = extent / (2 * HEAD_R), (kp[17] + kp[18]) / 2
+            height, anchor = extent / (2 * HEAD_R), kp[BODY_135.indices(["UpperNeck", "HeadTop"])].mean(0)
             angle = float(np.clip(rng.normal(0, 0.3), -0.8, 0.8))
         else:
             side = rng.integers(2)
-            height, anchor = extent / HAND_LEN, kp[[9 + side, *range(25 + 20 * side, 45 + 20 * side)]].mean(0)
+            height, anchor = extent / HAND_LEN, kp[BODY_135.hand(("left", "right")[side])].mean(0)
             angle = float(rng.uniform(-np.pi, np.pi))
         at = rng.uniform(0.3, 0.7, 2) * size if n == 1 else np.array(
             [rng.uniform(0.2, 0.45) if i == 0 else rng.uniform(0.55, 0.8), rng.uniform(0.3, 0.7)]) * size
@@ -182,7 +182,7 @@ def _people_meta(ids: np.ndarray, figures: list[Figure], groups: list[str], imag
                  ) -> tuple[list[dict], list[np.ndarray], np.ndarray | None]:
     """Label codes from the id map; box, area, centre and scale per person. Returns the people, their
     points' pixel positions and the ignore mask."""
-    labelled = labelled_keypoints(groups)
+    labelled = BODY_135.labelled(groups)
     owner = (ids + (PARTS_PER_PERSON - 1)) // PARTS_PER_PERSON  # person + 1, 0 where nobody is drawn
     ignore = np.zeros((size, size), bool)
     people, positions = [], []
@@ -200,7 +200,7 @@ def _people_meta(ids: np.ndarray, figures: list[Figure], groups: list[str], imag
         if not visible.any():
             ignore |= mask
             continue
-        kp = np.zeros((135, 3))
+        kp = np.zeros((BODY_135.num_keypoints, 3))
         kp[:, 2] = np.where(labelled, 2, 4)
         kp[visible, :2], kp[visible, 2] = xy[visible], 1
         people.append({

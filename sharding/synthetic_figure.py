@@ -21,17 +21,22 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from src.skeleton import BODY_135
+
 HEAD_R = 0.09  # head half-height (chin to crown) in person heights; anatomy is about 0.06
 HAND_LEN = 0.16  # wrist to middle fingertip; anatomy is about 0.108
 PARTS_PER_PERSON = 64
+_K = BODY_135.index
+_FOOT, _FACE70 = BODY_135.group_slice("foot"), BODY_135.group_slice("face")  # face: iBUG 68 + pupils
+_HANDS = slice(BODY_135.groups["lhand"].start, BODY_135.groups["rhand"].stop)  # left hand, then right
 TORSO, NECK, HEAD, UARM, FARM, PALM, FINGER, THIGH, SHIN, FOOT = 0, 1, 2, 3, 5, 7, 9, 19, 21, 23
 
 # keypoint -> the part whose drawing carries it (sided parts: left, then right = left + 1; fingers 5 per hand)
-KP_PART = np.full(135, HEAD, np.int32)
+KP_PART = np.full(BODY_135.num_keypoints, HEAD, np.int32)
 KP_PART[5:17] = np.array([UARM, FARM, PALM, THIGH, SHIN, FOOT]).repeat(2) + np.tile([0, 1], 6)
-KP_PART[17] = NECK
+KP_PART[_K("UpperNeck")] = NECK
 KP_PART[19:22], KP_PART[22:25] = FOOT, FOOT + 1
-KP_PART[25:65] = FINGER + np.arange(40) // 4
+KP_PART[_HANDS] = FINGER + np.arange(40) // 4
 
 # hand template in hand lengths, (along the hand, toward the thumb): finger bases (thumb: its CMC joint),
 # base angles toward the thumb, segment lengths
@@ -150,11 +155,11 @@ def sample_pose(rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndar
     wrist = elbow + 0.135 * (0.75 + 0.25 * r[:, 9, None]) * _dir(fore)
     fingers, palms = _hands(rng, wrist, _dir(fore - 0.6 + 1.2 * r[:, 10]))
     side = np.array([[1.0, 1.0], [-1.0, 1.0]])[:, None]  # mirror the second row
-    kp = np.zeros((135, 2))
+    kp = np.zeros((BODY_135.num_keypoints, 2))
     kp[5:17] = (np.stack([np.broadcast_to(shoulder, (2, 2)), elbow, wrist, np.broadcast_to(hip, (2, 2)), knee,
                           ankle], 1) * side).transpose(1, 0, 2).reshape(12, 2)
-    kp[19:25] = (toes * side).reshape(6, 2)
-    kp[25:65] = (fingers * side).reshape(40, 2)
+    kp[_FOOT] = (toes * side).reshape(6, 2)
+    kp[_HANDS] = (fingers * side).reshape(40, 2)
     feet = np.stack([ankle - 0.025 * fd, toes[:, 2], toes[:, 0], toes[:, 1], ankle + 0.02 * fd], 1) * side
     f = rng.random(10)
     roll, lean = 0.15 * rng.standard_normal(), 0.08 * rng.standard_normal()
@@ -162,10 +167,11 @@ def sample_pose(rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndar
     upper_neck = neck_base + 0.05 * _rotate(np.array([0.0, -1.0]), roll * 0.5)
     centre = upper_neck - HEAD_R * _rotate(_FACE["extra"][3], roll)
     head = lambda q: centre + HEAD_R * _rotate(q, roll)  # noqa: E731
-    kp[65:135] = head(_face(f))
-    kp[[3, 4, 18]] = head(_FACE["extra"][:3])
-    kp[0], kp[1], kp[2], kp[17] = kp[65 + 30], kp[134], kp[133], upper_neck  # nose tip, pupils
-    upper = np.r_[0:11, 17, 18, 25:135]
+    kp[_FACE70] = head(_face(f))
+    kp[BODY_135.indices(["LEar", "REar", "HeadTop"])] = head(_FACE["extra"][:3])
+    kp[_K("Nose")], kp[_K("LEye")], kp[_K("REye")] = kp[_K("NoseUpper3")], kp[_K("LPupil")], kp[_K("RPupil")]
+    kp[_K("UpperNeck")] = upper_neck
+    upper = np.r_[0:_K("LHip"), BODY_135.groups["mpii"], _HANDS.start:_FACE70.stop]  # not hips, legs, feet
     kp[upper] = _rotate(kp[upper], lean)  # the upper body turns about the pelvis
     torso = np.array([[-0.14, -0.285], [0.14, -0.285], [0.11, 0.06], [-0.11, 0.06]])
     torso[:2] = _rotate(torso[:2], lean)
@@ -278,8 +284,9 @@ def draw(canvas: Canvas, fig: Figure, person: int, rng: np.random.Generator) -> 
         for k, name in ((15 + s, "ankle"), (19 + 3 * s, "big_toe"), (20 + 3 * s, "small_toe"),
                         (21 + 3 * s, "heel")):
             canvas.dots(kpf[k], 0.85 * dot_r, DOT[name], black)
-    canvas.line(sh["neck_base"][0].tolist(), kp[17], 0.05 * height, col["skin"], base + NECK)
-    canvas.dots(kpf[17], dot_r, DOT["neck"], black)
+    neck = _K("UpperNeck")
+    canvas.line(sh["neck_base"][0].tolist(), kp[neck], 0.05 * height, col["skin"], base + NECK)
+    canvas.dots(kpf[neck], dot_r, DOT["neck"], black)
     _draw_head(canvas, kpf, sh, HEAD_R * height, col, base + HEAD)
     for s in rng.permutation(2).tolist():
         canvas.line(kp[5 + s], kp[7 + s], 0.05 * height, col["sleeve"], base + UARM + s)
@@ -289,7 +296,7 @@ def draw(canvas: Canvas, fig: Figure, person: int, rng: np.random.Generator) -> 
         length = HAND_LEN * height
         canvas.poly(sh[f"palm{s}"], col["skin"], base + PALM + s, (60, 80, 120), 0.025 * length)
         canvas.dots(kpf[9 + s], max(1.0, 0.06 * length), DOT["wrist"], black)
-        joints = kpf[25 + 20 * s: 45 + 20 * s].reshape(5, 4, 2)
+        joints = kpf[BODY_135.group_slice(("lhand", "rhand")[s])].reshape(5, 4, 2)
         for f in range(5):
             canvas.chain(joints[f], 0.075 * length, FINGER_COLOURS[f], base + FINGER + 5 * s + f)
         ringed, fingers = 0.03 * length >= 2, base + FINGER + 5 * s + np.arange(5)  # no ring on thin fingers
@@ -300,12 +307,12 @@ def draw(canvas: Canvas, fig: Figure, person: int, rng: np.random.Generator) -> 
 
 def _draw_head(canvas: Canvas, kpf: np.ndarray, sh: dict, r: float, col: dict, pid: int) -> None:
     """Ears, skin with a jaw outline, hair, brows, nose, eyes with pupils, mouth, and a dot per landmark."""
-    for ear in (3, 4):
+    for ear in BODY_135.indices(["LEar", "REar"]):
         canvas.line(kpf[ear].tolist(), kpf[ear].tolist(), 0.22 * r, (120, 120, 210), pid)
     dark, w = (40, 30, 60), max(1, 0.05 * r)
     canvas.poly(sh["skin"], col["skin"], pid, (60, 70, 110), w)
     canvas.poly(sh["hair"], col["hair"], pid, col["hair"], 0.06 * r)
-    f = kpf[65:135]
+    f = kpf[_FACE70]  # iBUG 68 face indices from here on, then the pupils (68, 69)
     canvas.curve(f[17:22], 2 * w, dark)
     canvas.curve(f[22:27], 2 * w, dark)
     canvas.curve(f[27:31], w, (80, 100, 150))
@@ -317,5 +324,5 @@ def _draw_head(canvas: Canvas, kpf: np.ndarray, sh: dict, r: float, col: dict, p
     canvas.dots(f[68:70], 0.06 * r, (120, 60, 20), (20, 20, 20), pid)
     for part, colour in FACE_DOTS:
         canvas.dots(f[part], 0.025 * r, colour, None, pid)
-    canvas.dots(kpf[3:5], 0.06 * r, (60, 60, 160), None, pid)
-    canvas.dots(kpf[18], 0.06 * r, DOT["crown"], (0, 0, 0), pid)
+    canvas.dots(kpf[BODY_135.indices(["LEar", "REar"])], 0.06 * r, (60, 60, 160), None, pid)
+    canvas.dots(kpf[_K("HeadTop")], 0.06 * r, DOT["crown"], (0, 0, 0), pid)

@@ -27,7 +27,7 @@ import webdataset as wds
 from sharding.people import SkipRecord
 from sharding.source import Source
 from src.record import Record
-from src.skeleton import GROUPS, NUM_KEYPOINTS, WHOLEBODY_PARTS, to_wholebody133
+from src.skeleton import BODY_135
 
 MANIFEST = "manifest.json"
 FORMAT = 2  # of the shard members (src/record.py); a new format rebuilds every split
@@ -122,7 +122,7 @@ class _Tally:
 
     def __init__(self, max_examples: int):
         self.samples = self.people = self.masks = 0
-        self.labelled = dict.fromkeys(GROUPS, 0)
+        self.labelled = dict.fromkeys(BODY_135.groups, 0)
         self.groups: set[str] = set()
         self.skipped: dict[str, int] = {}
         self.examples: list[dict] = []
@@ -135,7 +135,7 @@ class _Tally:
         self.groups.update(rec.meta["groups"])
         for kp in kps:
             lab = kp[:, 2] <= 1
-            for g, idx in GROUPS.items():
+            for g, idx in BODY_135.groups.items():
                 self.labelled[g] += int(lab[idx.start:idx.stop].sum())
 
     def skip(self, s: SkipRecord) -> None:
@@ -161,7 +161,7 @@ def _check(rec: Record, name: str) -> list[np.ndarray]:
         raise ValueError(f"{name}: record {rec.key} has image extension {rec.ext!r}; expected jpg or png")
     kps = [np.asarray(p["keypoints"], np.float32) for p in meta["people"]]
     for kp in kps:
-        if kp.shape != (NUM_KEYPOINTS, 3):
+        if kp.shape != (BODY_135.num_keypoints, 3):
             raise ValueError(f"{name}: record {rec.key} has a person with keypoints of shape {kp.shape}")
     return kps
 
@@ -176,13 +176,13 @@ def _gt_annotations(meta: dict, next_id: int) -> list[dict]:
     evaluator ignores but matches detections to, as with the original GT."""
     anns = []
     for p in meta["people"]:
-        fields = to_wholebody133(np.asarray(p["keypoints"], np.float32), as_gt=True)
+        fields = BODY_135.to_wholebody133(np.asarray(p["keypoints"], np.float32), as_gt=True)
         for k, hand in enumerate(("lefthand_kpts", "righthand_kpts")):
             if "hand_wrists" in p:
                 fields[hand][:3] = [float(v) for v in p["hand_wrists"][k]]
         anns.append({"iscrowd": 0, "bbox": p["bbox"], "area": p["area"],
                      "num_keypoints": int(sum(v > 0 for v in fields["keypoints"][2::3])), **fields})
-    empty = {k: [0.0] * (3 * len(idx)) for k, idx in WHOLEBODY_PARTS.items()}
+    empty = {k: [0.0] * (3 * len(idx)) for k, idx in BODY_135.wholebody_parts.items()}
     for u in meta.get("unlabelled", []):
         anns.append({"iscrowd": int(u["iscrowd"]), "bbox": u["bbox"], "area": u["area"],
                      "num_keypoints": 0, **empty})

@@ -23,10 +23,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from src import skeleton
 from src.inference import NORMALISATION, load_exported
 from src.model.checkpoint import build_network
 from src.model.net import PoseNet
+from src.skeleton import BODY_135
 
 log = logging.getLogger(__name__)
 logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one INFO line per deduplicated initializer
@@ -45,19 +45,19 @@ class Maps(nn.Module):
 def metadata(net_cfg: dict, fmt: str, ckpt_path: str | None) -> dict:
     """What a consumer of the exported file needs: layout, keypoints, pairs, stride, normalisation. The
     BODY_135 tables describe the 135/152 layout; a network with fewer outputs gets its first K names only."""
-    k = int(net_cfg.get("num_keypoints", skeleton.NUM_KEYPOINTS))
-    p = int(net_cfg.get("num_pairs", skeleton.NUM_PAIRS))
-    body135 = (k, p) == (skeleton.NUM_KEYPOINTS, skeleton.NUM_PAIRS)
+    k = int(net_cfg.get("num_keypoints", BODY_135.num_keypoints))
+    p = int(net_cfg.get("num_pairs", BODY_135.num_pairs))
+    body135 = (k, p) == (BODY_135.num_keypoints, BODY_135.num_pairs)
     return {
         "format": fmt,
-        "input": {"name": "image", "shape": ["batch", 3, "H", "W"], "multiple_of": skeleton.STRIDE,
+        "input": {"name": "image", "shape": ["batch", 3, "H", "W"], "multiple_of": BODY_135.stride,
                   "normalisation": NORMALISATION},
         "output": {"name": "maps", "shape": ["batch", k + 2 * p, "H/8", "W/8"], "heatmaps": [0, k],
                    "pafs": [k, k + 2 * p], "paf_pair_k": f"x at channel {k}+2k, y at {k + 1}+2k"},
-        "stride": skeleton.STRIDE,
-        "keypoint_names": skeleton.NAMES[:k],
-        "keypoint_groups": {g: [r.start, r.stop] for g, r in skeleton.GROUPS.items() if r.stop <= k},
-        "pairs": [list(pair) for pair in skeleton.PAIRS] if body135 else None,
+        "stride": BODY_135.stride,
+        "keypoint_names": list(BODY_135.names[:k]),
+        "keypoint_groups": {g: [r.start, r.stop] for g, r in BODY_135.groups.items() if r.stop <= k},
+        "pairs": [list(pair) for pair in BODY_135.pairs] if body135 else None,
         "model_config": net_cfg,
         "checkpoint": ckpt_path,
     }
@@ -87,8 +87,8 @@ def parity(model: nn.Module, path: str | Path, sizes: list[tuple[int, int]], see
     gen = torch.Generator().manual_seed(seed)
     worst = scale = 0.0
     for h, w in sizes:
-        if h % skeleton.STRIDE or w % skeleton.STRIDE:
-            raise ValueError(f"check size {h}x{w} is not a multiple of {skeleton.STRIDE}")
+        if h % BODY_135.stride or w % BODY_135.stride:
+            raise ValueError(f"check size {h}x{w} is not a multiple of {BODY_135.stride}")
         x = torch.rand(1, 3, h, w, generator=gen) - 0.5
         with torch.no_grad():
             ref = model(x).numpy()

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from src.decoder.decode import Decoder, Person, to_image_pixels
 from src.model import checkpoint
-from src.skeleton import STRIDE
+from src.skeleton import BODY_135
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 
@@ -63,7 +63,8 @@ def resize_for_eval(image: np.ndarray, size: int, fit: str = "height") -> Resize
     nh, nw = max(1, round(h * f)), max(1, round(w * f))
     scale = np.array([nw / w, nh / h], np.float32)
     img = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
-    img = cv2.copyMakeBorder(img, 0, -nh % STRIDE, 0, -nw % STRIDE, cv2.BORDER_CONSTANT, value=0)
+    stride = BODY_135.stride
+    img = cv2.copyMakeBorder(img, 0, -nh % stride, 0, -nw % stride, cv2.BORDER_CONSTANT, value=0)
     return Resized(img, scale, 0.5 * (scale - 1), (nh, nw))
 
 
@@ -74,7 +75,7 @@ def multiscale_maps(model: Model, x: torch.Tensor, scales: list[float]) -> list[
     for s in scales:
         xs = x if s == 1 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
         h, w = xs.shape[-2:]
-        out.append(model(F.pad(xs, (0, -w % STRIDE, 0, -h % STRIDE))).float())
+        out.append(model(F.pad(xs, (0, -w % BODY_135.stride, 0, -h % BODY_135.stride))).float())
     return out
 
 

@@ -21,14 +21,15 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from sharding.keypoints import from_wholebody133
 from src.decoder.decode import Decoder
 from src.decoder.writers import wholebody_records
 from src.evaluation.evaluator import evaluate_wholebody, format_table, load_gt
 from src.inference import Inference
-from src.skeleton import GROUPS, from_wholebody133, labelled_keypoints
+from src.skeleton import BODY_135
 from src.targets import Targets
 
-ALL_GROUPS = labelled_keypoints(list(GROUPS))
+ALL_GROUPS = BODY_135.labelled(list(BODY_135.groups))
 """A COCO-WholeBody source labels every group (its absent MPII points carry code 4 per person)."""
 
 
@@ -36,7 +37,7 @@ def _people(anns: list[dict], scale: float) -> np.ndarray:
     """Non-crowd annotations of one image -> ``[P, 135, 3]`` in input pixels with visibility codes."""
     people = [from_wholebody133(a) for a in anns if not a.get("iscrowd", 0)]
     if not people:
-        return np.zeros((0, 135, 3), np.float32)
+        return np.zeros((0, BODY_135.num_keypoints, 3), np.float32)
     kp = np.stack(people)
     kp[..., :2] *= scale
     return kp

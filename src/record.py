@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from src.skeleton import NUM_KEYPOINTS
+from src.skeleton import BODY_135
 
 KEYPOINTS = "keypoints.npy"
 
@@ -26,7 +26,7 @@ KEYPOINTS = "keypoints.npy"
 @dataclass
 class Record:
     """``meta`` holds: ``image_id`` (int), ``file_name``, ``width``, ``height``, ``source``, ``groups`` (the
-    BODY_135 groups the source labels, see ``src.skeleton.GROUPS``) and ``people``: a list of
+    BODY_135 groups the source labels, see ``src.skeleton.BODY_135.groups``) and ``people``: a list of
     ``{"id", "keypoints" (135 x [x, y, v], v the codes of src.skeleton), "bbox" [x, y, w, h], "area",
     "center" [x, y], "scale" (estimated full-person height in px; augmentation resizes it to 288*m)}``."""
 
@@ -59,13 +59,13 @@ def read_meta(sample: dict) -> dict:
     people = meta["people"] = meta.get("people") or []
     if KEYPOINTS in sample:
         kps = np.load(io.BytesIO(sample[KEYPOINTS]), allow_pickle=False)
-        if kps.shape[1:] != (NUM_KEYPOINTS, 3) or len(kps) != len(people):
+        if kps.shape[1:] != (BODY_135.num_keypoints, 3) or len(kps) != len(people):
             raise ValueError(f"{KEYPOINTS} holds an array of shape {kps.shape} for {len(people)} people")
         for p, k in zip(people, kps.astype(np.float32, copy=False), strict=True):
             p["keypoints"] = k
         return meta
     for p in people:
         p["keypoints"] = np.asarray(p["keypoints"], np.float32)
-        if p["keypoints"].shape != (NUM_KEYPOINTS, 3):
-            raise ValueError(f"keypoints of person {p.get('id')} are not {NUM_KEYPOINTS} x 3")
+        if p["keypoints"].shape != (BODY_135.num_keypoints, 3):
+            raise ValueError(f"keypoints of person {p.get('id')} are not {BODY_135.num_keypoints} x 3")
     return meta

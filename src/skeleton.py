@@ -1,6 +1,9 @@
-"""The BODY_135 layout: names, groups, PAF pairs, flip table, sigmas, and dataset mappings.
+"""The BODY_135 layout as one ``Layout`` object: names, groups, PAF pairs, flip table, sigmas, and the
+COCO-WholeBody part map. Dataset formats are converted into it by ``sharding.keypoints``.
 
-Every other module takes its keypoint facts from here (facts: shared/docs/openpose_body135_spec.md §1–2).
+Every other module takes its keypoint facts from ``BODY_135`` here (facts:
+shared/docs/openpose_body135_spec.md §1–2); code that could work on another layout reads them from a
+``layout`` attribute or argument instead.
 
 Keypoint arrays are ``[..., 135, 3]`` holding ``(x, y, v)`` in pixels with the training visibility codes of
 spec §1.3:
@@ -23,13 +26,158 @@ not evidence of "no face here", so it is masked around its person instead.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from functools import cached_property
+
 import numpy as np
 
-NUM_KEYPOINTS = 135
-NUM_PAIRS = 152
-STRIDE = 8
 
-# -- names (spec §1.1) ------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Layout:
+    """A keypoint layout and the network output built on it: K heatmaps, then 2 channels per PAF pair.
+
+    name:            e.g. ``"BODY_135"``.
+    names:           the K keypoint names, in channel order.
+    groups:          group name -> contiguous index range; the ranges partition 0..K-1 in order.
+    group_extras:    group -> names of points outside it that a source labelling the group also labels.
+    pairs:           PAF pairs ``(a, b)`` in channel order: pair k -> channels K+2k (x), K+2k+1 (y).
+    flip:            left/right pairs of names swapped by a horizontal mirror (the rest map onto themselves).
+    group_flip:      group -> its mirror group (groups not listed map onto themselves).
+    sigmas:          Gaussian sigma per keypoint in input pixels.
+    wholebody_parts: COCO-WholeBody field -> the indices it is read from (in that field's order).
+    stride:          input pixels per output cell.
+    """
+
+    name: str
+    names: tuple[str, ...]
+    groups: dict[str, range]
+    group_extras: dict[str, tuple[str, ...]]
+    pairs: tuple[tuple[int, int], ...]
+    flip: tuple[tuple[str, str], ...]
+    group_flip: dict[str, str]
+    sigmas: tuple[float, ...]
+    wholebody_parts: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    stride: int = 8
+
+    def __post_init__(self):
+        k = len(self.names)
+        if len(set(self.names)) != k or len(self.sigmas) != k:
+            raise ValueError(f"{self.name}: names must be unique and one sigma per name")
+        if [i for r in self.groups.values() for i in r] != list(range(k)):
+            raise ValueError(f"{self.name}: groups must partition 0..{k - 1} in order")
+        if not all(0 <= a < k and 0 <= b < k and a != b for a, b in self.pairs):
+            raise ValueError(f"{self.name}: a PAF pair is out of range or joins a point to itself")
+        for a, b in self.flip:  # unknown names raise here
+            self.index(a), self.index(b)
+        for extras in self.group_extras.values():
+            self.indices(extras)
+
+    # -- sizes ---------------------------------------------------------------------------------------------
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.names)
+
+    @property
+    def num_pairs(self) -> int:
+        return len(self.pairs)
+
+    @property
+    def num_channels(self) -> int:
+        """Output channels: K heatmaps + 2P PAF components."""
+        return self.num_keypoints + 2 * self.num_pairs
+
+    # -- indices -------------------------------------------------------------------------------------------
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {n: i for i, n in enumerate(self.names)}
+
+    def index(self, name: str) -> int:
+        """Index of the keypoint called ``name``."""
+        try:
+            return self._index[name]
+        except KeyError:
+            raise KeyError(f"{self.name} has no keypoint {name!r}") from None
+
+    def indices(self, names: list[str] | tuple[str, ...]) -> list[int]:
+        return [self.index(n) for n in names]
+
+    def group_slice(self, group: str) -> slice:
+        """``slice`` over a group's (contiguous) range, for ``kp[layout.group_slice("face")]``."""
+        r = self.groups[group]
+        return slice(r.start, r.stop)
+
+    def group_of(self, k: int) -> str:
+        """Name of the group holding keypoint ``k``."""
+        return next(name for name, idx in self.groups.items() if k in idx)
+
+    def hand(self, side: str) -> list[int]:
+        """A 21-point hand of ``side`` 'left'|'right' in this layout: its wrist, then the hand group (the
+        OpenPose JSON ``hand_*_keypoints_2d`` order, and COCO-WholeBody's ``*hand_kpts``)."""
+        if side not in ("left", "right"):
+            raise ValueError(f"hand side must be 'left' or 'right', got {side!r}")
+        return self.indices(self.group_extras[side[0] + "hand"]) + list(self.groups[side[0] + "hand"])
+
+    # -- PAF pairs -----------------------------------------------------------------------------------------
+    @cached_property
+    def pairs_a(self) -> np.ndarray:
+        return np.array([a for a, _ in self.pairs])
+
+    @cached_property
+    def pairs_b(self) -> np.ndarray:
+        return np.array([b for _, b in self.pairs])
+
+    # -- labels and mirroring ------------------------------------------------------------------------------
+    def labelled(self, groups: list[str] | tuple[str, ...]) -> np.ndarray:
+        """Bool[K]: which points a source that labels ``groups`` provides (spec §1.2 mappings)."""
+        out = np.zeros(self.num_keypoints, bool)
+        for g in groups:
+            if g not in self.groups:
+                raise ValueError(f"unknown keypoint group {g!r}; known: {sorted(self.groups)}")
+            out[list(self.groups[g])] = True
+            out[self.indices(self.group_extras.get(g, ()))] = True
+        return out
+
+    @cached_property
+    def flip_pairs(self) -> list[tuple[int, int]]:
+        """The flip table as index pairs."""
+        return [(self.index(a), self.index(b)) for a, b in self.flip]
+
+    @cached_property
+    def flip_index(self) -> np.ndarray:
+        """``flipped[k] = original[flip_index[k]]`` after mirroring an image horizontally."""
+        perm = np.arange(self.num_keypoints)
+        for a, b in self.flip_pairs:
+            perm[a], perm[b] = b, a
+        return perm
+
+    def flip_groups(self, groups: list[str]) -> list[str]:
+        """The groups a mirrored sample labels (left and right hands swap)."""
+        return sorted(self.group_flip.get(g, g) for g in groups)
+
+    # -- back to COCO-WholeBody 133 (for evaluation) --------------------------------------------------------
+    def to_wholebody133(self, kp: np.ndarray, as_gt: bool = False) -> dict[str, list[float]]:
+        """``[K, 3]`` -> the COCO-WholeBody keypoint fields of ``wholebody_parts``.
+
+        ``as_gt``: ``kp`` carries visibility codes and the output COCO v (1 occluded, 2 visible, 0 otherwise);
+        else ``kp[:, 2]`` is a confidence, written as it is (the evaluator counts a point when it is > 0).
+        A hand with none of its 20 own points keeps no wrist either: the shared body wrist alone would make
+        the evaluator count an unannotated (or undetected) hand.
+        """
+        kp = np.asarray(kp, np.float32)
+        fields = {}
+        for name, idx in self.wholebody_parts.items():
+            part = kp[list(idx)].copy()
+            if as_gt:
+                v = part[:, 2]
+                part[:, 2] = np.where(v == 1, 2, np.where(v == 0, 1, 0))
+                part[part[:, 2] == 0, :2] = 0
+            if name.endswith("hand_kpts") and not (part[1:, 2] > 0).any():
+                part[0] = 0
+            fields[name] = [round(float(x), 3) for x in part.reshape(-1)]
+        return fields
+
+
+# -- BODY_135 names (spec §1.1) ------------------------------------------------------------------------------
 _BODY = ["Nose", "LEye", "REye", "LEar", "REar", "LShoulder", "RShoulder", "LElbow", "RElbow", "LWrist",
          "RWrist", "LHip", "RHip", "LKnee", "RKnee", "LAnkle", "RAnkle", "UpperNeck", "HeadTop",
          "LBigToe", "LSmallToe", "LHeel", "RBigToe", "RSmallToe", "RHeel"]
@@ -41,10 +189,10 @@ _FACE = ([f"FaceContour{i}" for i in range(17)] + [f"REyeBrow{i}" for i in range
          + [f"NoseLower{i}" for i in range(5)] + [f"REye{i}" for i in range(6)]
          + [f"LEye{i}" for i in range(6)]
          + [f"OMouth{i}" for i in range(12)] + [f"IMouth{i}" for i in range(8)] + ["RPupil", "LPupil"])
-NAMES: list[str] = _BODY + ["L" + n for n in _HAND] + ["R" + n for n in _HAND] + _FACE
+_NAMES = _BODY + ["L" + n for n in _HAND] + ["R" + n for n in _HAND] + _FACE
 
-# -- groups: contiguous index ranges that partition the 135 points -----------------------------------------
-GROUPS: dict[str, range] = {
+# -- groups: contiguous index ranges that partition the 135 points -------------------------------------------
+_GROUPS = {
     "body": range(0, 17),
     "mpii": range(17, 19),
     "foot": range(19, 25),
@@ -54,10 +202,11 @@ GROUPS: dict[str, range] = {
 }
 # Points outside a group that a source labelling that group also labels (spec §1.2): a 21-point hand includes
 # its wrist, a face set derives nose and eyes, MPII maps its shoulders.
-_GROUP_EXTRAS = {"mpii": [5, 6], "lhand": [9], "rhand": [10], "face": [0, 1, 2]}
+_GROUP_EXTRAS = {"mpii": ("LShoulder", "RShoulder"), "lhand": ("LWrist",), "rhand": ("RWrist",),
+                 "face": ("Nose", "LEye", "REye")}
 
 # -- PAF pairs in the released channel order (spec §2.1): pair k -> output channels 135+2k (x), 136+2k (y) --
-PAIRS: list[tuple[int, int]] = [
+_PAIRS = (
     (0, 1), (0, 2), (1, 3), (2, 4), (0, 5), (0, 6), (5, 7), (6, 8), (7, 9), (8, 10), (5, 11), (6, 12),
     (11, 13), (12, 14), (13, 15), (14, 16), (15, 19), (19, 20), (15, 21), (16, 22), (22, 23), (16, 24),
     (5, 17), (17, 18), (6, 17), (3, 4), (3, 5), (4, 6), (5, 9), (6, 10), (9, 10), (9, 11), (10, 12),
@@ -74,230 +223,49 @@ PAIRS: list[tuple[int, int]] = [
     (115, 116), (116, 117), (117, 118), (118, 119), (119, 120), (120, 121), (121, 122), (122, 123),
     (123, 124), (113, 125), (119, 129), (125, 126), (126, 127), (127, 128), (128, 129), (129, 130),
     (130, 131), (131, 132), (101, 133), (104, 133), (107, 134), (110, 134),
-]
-PAIRS_A = np.array([a for a, _ in PAIRS])
-PAIRS_B = np.array([b for _, b in PAIRS])
-
-# -- left/right flip (spec §1.4): 61 pairs -----------------------------------------------------------------
-_FACE_FLIP = ([(f, 16 - f) for f in range(8)] + [(17 + i, 26 - i) for i in range(5)] + [(31, 35), (32, 34)]
-              + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]
-              + [(48, 54), (49, 53), (50, 52), (59, 55), (58, 56), (60, 64), (61, 63), (67, 65)] + [(68, 69)])
-FLIP_PAIRS: list[tuple[int, int]] = (
-    [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16), (19, 22), (20, 23), (21, 24)]
-    + [(25 + i, 45 + i) for i in range(20)]
-    + [(65 + a, 65 + b) for a, b in _FACE_FLIP]
 )
 
+# -- left/right flip by name (spec §1.4): 61 pairs ---------------------------------------------------------
+_BODY_FLIP = [("LEye", "REye"), ("LEar", "REar"), ("LShoulder", "RShoulder"), ("LElbow", "RElbow"),
+              ("LWrist", "RWrist"), ("LHip", "RHip"), ("LKnee", "RKnee"), ("LAnkle", "RAnkle"),
+              ("LBigToe", "RBigToe"), ("LSmallToe", "RSmallToe"), ("LHeel", "RHeel")]
+_HAND_FLIP = [("L" + n, "R" + n) for n in _HAND]
+# The face mirrors like the iBUG 68 layout: the contour end to end, the brows and eyes onto each other (each
+# eye's corners and lids swap order), the nostrils and the mouth about its centre line.
+_FACE_FLIP = ([(f"FaceContour{i}", f"FaceContour{16 - i}") for i in range(8)]
+              + [(f"REyeBrow{i}", f"LEyeBrow{i}") for i in range(5)]
+              + [("NoseLower0", "NoseLower4"), ("NoseLower1", "NoseLower3")]
+              + [("REye0", "LEye3"), ("REye1", "LEye2"), ("REye2", "LEye1"), ("REye3", "LEye0"),
+                 ("REye4", "LEye5"), ("REye5", "LEye4")]
+              + [("OMouth0", "OMouth6"), ("OMouth1", "OMouth5"), ("OMouth2", "OMouth4"),
+                 ("OMouth11", "OMouth7"), ("OMouth10", "OMouth8")]
+              + [("IMouth0", "IMouth4"), ("IMouth1", "IMouth3"), ("IMouth7", "IMouth5")]
+              + [("RPupil", "LPupil")])
 
-def _flip_permutation() -> np.ndarray:
-    perm = np.arange(NUM_KEYPOINTS)
-    for a, b in FLIP_PAIRS:
-        perm[a], perm[b] = b, a
-    return perm
-
-
-FLIP_INDEX = _flip_permutation()
-"""``flipped[k] = original[FLIP_INDEX[k]]`` after mirroring an image horizontally."""
-
-FLIP_GROUP = {"lhand": "rhand", "rhand": "lhand"}
-
-# -- Gaussian sigma per keypoint in input pixels (spec §3.2): 7 body/foot/MPII, 7 x 5.75/7 hands and face ----
-SIGMA_BODY = 7.0
-SIGMA_SMALL = 5.75
-SIGMAS = np.where(np.arange(NUM_KEYPOINTS) < 25, SIGMA_BODY, SIGMA_SMALL)
-
-
-def group_of(k: int) -> str:
-    """Name of the group holding keypoint ``k``."""
-    return next(name for name, idx in GROUPS.items() if k in idx)
+# -- Gaussian sigma per keypoint in input pixels (spec §3.2): 7 body/foot/MPII, 7 x 5.75/7 hands and face --
+_SIGMA_BODY, _SIGMA_SMALL = 7.0, 5.75
 
 
-def labelled_keypoints(groups: list[str] | tuple[str, ...]) -> np.ndarray:
-    """Bool[135]: which points a source that labels ``groups`` provides (spec §1.2 mappings)."""
-    out = np.zeros(NUM_KEYPOINTS, bool)
-    for g in groups:
-        if g not in GROUPS:
-            raise ValueError(f"unknown keypoint group {g!r}; known: {sorted(GROUPS)}")
-        out[list(GROUPS[g])] = True
-        out[_GROUP_EXTRAS.get(g, [])] = True
-    return out
+def _at(*names: str) -> tuple[int, ...]:
+    return tuple(_NAMES.index(n) for n in names)
 
 
-def flip_groups(groups: list[str]) -> list[str]:
-    """The groups a mirrored sample labels (left and right hands swap)."""
-    return sorted(FLIP_GROUP.get(g, g) for g in groups)
-
-
-# -- into BODY_135 -----------------------------------------------------------------------------------------
-def _empty(n_people: int = 0) -> np.ndarray:
-    out = np.zeros((n_people, NUM_KEYPOINTS, 3), np.float32)
-    out[..., 2] = 4
-    return out
-
-
-def coco_visibility(v: np.ndarray) -> np.ndarray:
-    """COCO v (0 unlabelled, 1 occluded, 2 visible; floats > 0 count as labelled) -> codes 2, 0, 1."""
-    v = np.asarray(v, np.float32)
-    return np.where(v <= 0, 2, np.where(v >= 2, 1, 0)).astype(np.float32)
-
-
-def _put(out: np.ndarray, dst: list[int] | range, xyv: np.ndarray) -> None:
-    dst = list(dst)
-    xyv = np.asarray(xyv, np.float32).reshape(-1, 3)
-    v = coco_visibility(xyv[:, 2])
-    out[dst, :2] = np.where((v == 2)[:, None], 0, xyv[:, :2])
-    out[dst, 2] = v
-
-
-def _mean_points(face: np.ndarray, idx: list[int]) -> np.ndarray:
-    """Average of several source points with the spec §1.3 visibility rule (``face`` rows: BODY_135 codes)."""
-    pts = face[idx]
-    v = pts[:, 2]
-    if (v == 4).any():
-        code = 4
-    elif (v == 3).any():  # a part not annotated for this person: what is derived from it is not either
-        code = 3
-    elif (v == 2).all():
-        code = 2
-    elif (v == 2).any():
-        code = 3
-    elif (v == 0).any():
-        code = 0
-    else:
-        code = 1
-    xy = pts[:, :2].mean(0) if code <= 1 else np.zeros(2, np.float32)
-    return np.array([xy[0], xy[1], code], np.float32)
-
-
-def from_coco17(kpts: np.ndarray) -> np.ndarray:
-    """COCO-17 ``[17*3]`` -> ``[135, 3]``; everything else is 'not in dataset' (4)."""
-    out = _empty(1)[0]
-    _put(out, GROUPS["body"], kpts)
-    return out
-
-
-def from_coco23(kpts: np.ndarray) -> np.ndarray:
-    """OpenPose's COCO+foot ``[23*3]`` (17 body, then LBigToe..RHeel) -> ``[135, 3]``."""
-    kpts = np.asarray(kpts, np.float32).reshape(23, 3)
-    out = from_coco17(kpts[:17])
-    _put(out, GROUPS["foot"], kpts[17:])
-    return out
-
-
-def _face_part(out: np.ndarray) -> None:
-    """Pupils from the eye contours when the source has only 68 points (spec §1.2)."""
-    face = out[65:135]
-    out[133] = _mean_points(face, list(range(36, 42)))
-    out[134] = _mean_points(face, list(range(42, 48)))
-
-
-def _mark_unannotated(out: np.ndarray, idx: list[int] | range) -> None:
-    """A whole part with no labelled point: masked around its person (code 3), not background."""
-    idx = list(idx)
-    if (out[idx, 2] == 2).all():
-        out[idx, 2] = 3
-
-
-def from_wholebody133(ann: dict) -> np.ndarray:
-    """A COCO-WholeBody annotation (``keypoints``, ``foot_kpts``, ``face_kpts``, ``*hand_kpts``) -> [135, 3].
-
-    Each hand's own wrist merges into the body wrist: the body wrist wins when labelled, else the hand's.
-    A part with no labelled point becomes code 3; pupils come from the eye contours.
-    """
-    out = from_coco17(ann["keypoints"])
-    for key, dst in (("foot_kpts", GROUPS["foot"]), ("face_kpts", range(65, 133))):
-        if key in ann:
-            _put(out, dst, ann[key])
-            _mark_unannotated(out, dst)
-    if "face_kpts" in ann:
-        _face_part(out)
-    for key, wrist, dst in (("lefthand_kpts", 9, GROUPS["lhand"]), ("righthand_kpts", 10, GROUPS["rhand"])):
-        if key not in ann:
-            continue
-        hand = np.asarray(ann[key], np.float32).reshape(21, 3)
-        _put(out, dst, hand[1:])
-        _mark_unannotated(out, dst)
-        if out[wrist, 2] == 2 and hand[0, 2] > 0:
-            _put(out, [wrist], hand[0])
-    return out
-
-
-def from_mpii16(joints: np.ndarray, joints_vis: np.ndarray) -> np.ndarray:
-    """MPII ``[16, 2]`` + visibility ``[16]`` -> ``[135, 3]`` (spec §1.2: shoulders, upper neck, head top)."""
-    joints = np.asarray(joints, np.float32).reshape(16, 2)
-    vis = np.asarray(joints_vis, np.float32).reshape(16)
-    out = _empty(1)[0]
-    for src, dst in ((13, 5), (12, 6), (8, 17), (9, 18)):
-        labelled = vis[src] > 0 and (joints[src] > 0).any()
-        out[dst] = (*joints[src], 1) if labelled else (0, 0, 2)
-    return out
-
-
-def from_hand21(kpts: np.ndarray, side: str) -> np.ndarray:
-    """One 21-point hand (wrist, then thumb..pinky base->tip) of ``side`` 'left'|'right' -> ``[135, 3]``."""
-    if side not in ("left", "right"):
-        raise ValueError(f"hand side must be 'left' or 'right', got {side!r}")
-    kpts = np.asarray(kpts, np.float32).reshape(21, 3)
-    out = _empty(1)[0]
-    wrist, dst = (9, GROUPS["lhand"]) if side == "left" else (10, GROUPS["rhand"])
-    _put(out, [wrist], kpts[0])
-    _put(out, dst, kpts[1:])
-    return out
-
-
-def from_hand42(kpts: np.ndarray) -> np.ndarray:
-    """Both hands, left 21 then right 21 -> ``[135, 3]``."""
-    kpts = np.asarray(kpts, np.float32).reshape(42, 3)
-    out = from_hand21(kpts[:21], "left")
-    right = from_hand21(kpts[21:], "right")
-    out[[10, *GROUPS["rhand"]]] = right[[10, *GROUPS["rhand"]]]
-    return out
-
-
-def from_face(kpts: np.ndarray) -> np.ndarray:
-    """iBUG 68 (or 70 with pupils) face points -> ``[135, 3]``; nose and eyes derived as spec §1.2."""
-    kpts = np.asarray(kpts, np.float32).reshape(-1, 3)
-    if len(kpts) not in (68, 70):
-        raise ValueError(f"a face has 68 or 70 points, got {len(kpts)}")
-    out = _empty(1)[0]
-    _put(out, range(65, 65 + len(kpts)), kpts)
-    face = out[65:135]
-    out[0] = _mean_points(face, [27, 28, 29, 30, 31, 32, 34, 35])
-    out[1] = _mean_points(face, list(range(42, 48)))
-    out[2] = _mean_points(face, list(range(36, 42)))
-    if len(kpts) == 68:
-        _face_part(out)
-    return out
-
-
-# -- back to COCO-WholeBody 133 (for evaluation) ----------------------------------------------------------
-WHOLEBODY_PARTS: dict[str, list[int]] = {
-    "keypoints": list(range(17)),
-    "foot_kpts": list(range(19, 25)),
-    "face_kpts": list(range(65, 133)),
-    "lefthand_kpts": [9, *range(25, 45)],
-    "righthand_kpts": [10, *range(45, 65)],
-}
-"""COCO-WholeBody field -> the BODY_135 indices it is read from (in that field's order)."""
-
-
-def to_wholebody133(kp: np.ndarray, as_gt: bool = False) -> dict[str, list[float]]:
-    """``[135, 3]`` -> the five COCO-WholeBody keypoint fields.
-
-    ``as_gt``: ``kp`` carries visibility codes and the output COCO v (1 occluded, 2 visible, 0 otherwise);
-    else ``kp[:, 2]`` is a confidence, written as it is (the evaluator counts a point when it is > 0).
-    A hand with none of its 20 own points keeps no wrist either: the shared body wrist alone would make the
-    evaluator count an unannotated (or undetected) hand.
-    """
-    kp = np.asarray(kp, np.float32)
-    fields = {}
-    for name, idx in WHOLEBODY_PARTS.items():
-        part = kp[idx].copy()
-        if as_gt:
-            v = part[:, 2]
-            part[:, 2] = np.where(v == 1, 2, np.where(v == 0, 1, 0))
-            part[part[:, 2] == 0, :2] = 0
-        if name.endswith("hand_kpts") and not (part[1:, 2] > 0).any():
-            part[0] = 0
-        fields[name] = [round(float(x), 3) for x in part.reshape(-1)]
-    return fields
+BODY_135 = Layout(
+    name="BODY_135",
+    names=tuple(_NAMES),
+    groups=_GROUPS,
+    group_extras=_GROUP_EXTRAS,
+    pairs=_PAIRS,
+    flip=tuple(_BODY_FLIP + _HAND_FLIP + _FACE_FLIP),
+    group_flip={"lhand": "rhand", "rhand": "lhand"},
+    sigmas=tuple(_SIGMA_BODY if k < _GROUPS["foot"].stop else _SIGMA_SMALL for k in range(len(_NAMES))),
+    wholebody_parts={  # COCO-WholeBody field -> the BODY_135 indices it is read from (in that field's order)
+        "keypoints": tuple(_GROUPS["body"]),
+        "foot_kpts": tuple(_GROUPS["foot"]),
+        "face_kpts": tuple(_GROUPS["face"])[:68],  # the iBUG 68, without the pupils
+        "lefthand_kpts": (*_at("LWrist"), *_GROUPS["lhand"]),
+        "righthand_kpts": (*_at("RWrist"), *_GROUPS["rhand"]),
+    },
+    stride=8,
+)
+"""The OpenPose whole-body layout: 135 keypoints, 152 PAF pairs, 439 output channels."""

@@ -20,13 +20,10 @@ import math
 
 import torch
 
-from src.skeleton import NUM_KEYPOINTS, NUM_PAIRS, PAIRS_A, PAIRS_B, SIGMA_BODY, SIGMAS
+from src.skeleton import BODY_135, Layout
 
-NUM_CHANNELS = NUM_KEYPOINTS + 2 * NUM_PAIRS
 LN100 = 4.6052
 """The released truncation constant: a Gaussian is written where d^2 / 2 sigma^2 <= ln 100 (value >= 1%)."""
-GROUP_BODY = slice(0, 17)
-"""A source labelling all of these is COCO-like: ``paper`` trains its missing channels as background."""
 FAR = 1e6
 """Coordinates beyond this many input pixels are treated as missing points."""
 
@@ -48,20 +45,22 @@ class Targets:
                    3.5) down-right of the limb (§9.6).
     roi_grow:      per-side growth of the person box that masks parts with visibility 3/4 (§3.4 step 3).
     background_roi_grow: per-side growth of the box inside which ``paper`` masks the absent channels.
+    layout:        the keypoint layout (``src.skeleton.Layout``); its ``body`` group decides COCO-like.
 
     A point is drawn when its code is 0/1, its channel is labelled by the source and its coordinates are
     finite (NaN, inf or beyond ``FAR`` px: not drawn); limbs need both ends drawn and A != B.
     """
 
-    def __init__(self, stride: int = 8, mask_policy: str = "paper", small_weight: float = SIGMA_BODY / 5.75,
+    def __init__(self, stride: int = 8, mask_policy: str = "paper", small_weight: float = 7.0 / 5.75,
                  paf_width: float = 1.0, paf_centre: str = "aligned", roi_grow: float = 0.3,
-                 background_roi_grow: float = 1.0):
+                 background_roi_grow: float = 1.0, layout: Layout = BODY_135):
         if mask_policy not in ("paper", "released"):
             raise ValueError(f"targets.mask_policy must be 'paper' or 'released', got {mask_policy!r}")
         if paf_centre not in ("aligned", "released"):
             raise ValueError(f"targets.paf_centre must be 'aligned' or 'released', got {paf_centre!r}")
         if stride < 1 or paf_width <= 0:
             raise ValueError(f"targets.stride must be >= 1 and paf_width > 0, got {stride}, {paf_width}")
+        self.layout = layout
         self.stride = int(stride)
         self.mask_policy = mask_policy
         self.small_weight = float(small_weight)
@@ -83,12 +82,13 @@ class Targets:
         ``[B, 439, h, w]`` float32."""
         keypoints = torch.as_tensor(keypoints, dtype=torch.float32)
         device = keypoints.device
-        if keypoints.dim() != 4 or keypoints.shape[2:] != (NUM_KEYPOINTS, 3):
-            raise ValueError(f"targets: keypoints must be [B, P, 135, 3], got {tuple(keypoints.shape)}")
+        k = self.layout.num_keypoints
+        if keypoints.dim() != 4 or keypoints.shape[2:] != (k, 3):
+            raise ValueError(f"targets: keypoints must be [B, P, {k}, 3], got {tuple(keypoints.shape)}")
         nb = keypoints.shape[0]
         labelled = torch.as_tensor(labelled, device=device).bool()
-        if labelled.shape != (nb, NUM_KEYPOINTS):
-            raise ValueError(f"targets: labelled must be [{nb}, 135], got {tuple(labelled.shape)}")
+        if labelled.shape != (nb, k):
+            raise ValueError(f"targets: labelled must be [{nb}, {k}], got {tuple(labelled.shape)}")
         h, w = self.grid_size(image_size)
         if ignore is None:
             ignore = torch.zeros(nb, h, w, device=device)
@@ -113,9 +113,9 @@ class Targets:
         small box of each person whose part behind the channel has visibility 3/4. Channels that share all of
         this share a plane: the few distinct planes are built once and copied out by one index_select."""
         nb, npeople, (h, w), device = len(base), keypoints.shape[1], base.shape[-2:], base.device
-        pa, pb = torch.as_tensor(PAIRS_A, device=device), torch.as_tensor(PAIRS_B, device=device)
+        pa, pb = (torch.as_tensor(x, device=device) for x in (self.layout.pairs_a, self.layout.pairs_b))
         present = torch.cat([labelled, (labelled[:, pa] & labelled[:, pb]).repeat_interleave(2, dim=1)], 1)
-        background = labelled[:, GROUP_BODY].all(dim=1) & (self.mask_policy == "paper")
+        background = labelled[:, self.layout.group_slice("body")].all(dim=1) & (self.mask_policy == "paper")
         outside = base
         if background.any():
             outside = base * ~self._person_cells(keypoints, draw, (h, w), self.background_roi_grow).any(dim=1)
@@ -126,13 +126,13 @@ class Targets:
         hidden = torch.cat([hidden, (hidden[..., pa] | hidden[..., pb]).repeat_interleave(2, dim=-1)], -1)
         hidden &= draw.any(dim=-1)[..., None] & (source > 0)[:, None]              # [B, P, 439]
         plane_of = (torch.arange(nb, device=device)[:, None] * 3 + source).view(-1)   # [B*439]
-        hidden = hidden.transpose(1, 2).reshape(nb * NUM_CHANNELS, npeople)
+        hidden = hidden.transpose(1, 2).reshape(nb * self.layout.num_channels, npeople)
         for chunk in hidden.split(40, dim=1):                     # + whose boxes mask it, 40 people at a time
             code = (chunk.long() << torch.arange(chunk.shape[1], device=device)).sum(dim=1)
             plane_of = torch.unique(plane_of * 2**40 + code, return_inverse=True)[1]
         first = torch.zeros(int(plane_of.max()) + 1 if nb else 0, dtype=torch.long, device=device)
         first.scatter_(0, plane_of, torch.arange(len(plane_of), device=device))    # a channel of each plane
-        sample = first // NUM_CHANNELS
+        sample = first // self.layout.num_channels
         planes = sources.view(nb * 3, h * w).index_select(0, sample * 3 + source.view(-1)[first])
         masked_by = hidden[first]                                                   # [planes, P]
         if masked_by.any():
@@ -140,7 +140,7 @@ class Targets:
             persons = torch.zeros(len(first), nb, npeople, device=device)
             persons[torch.arange(len(first), device=device), sample] = masked_by.float()
             planes = planes * (persons.view(len(first), -1) @ small.float() == 0)
-        return planes.index_select(0, plane_of).view(nb, NUM_CHANNELS, h, w)
+        return planes.index_select(0, plane_of).view(nb, self.layout.num_channels, h, w)
 
     def _person_cells(self, keypoints, draw, grid, grow):
         """bool[B, P, h, w]: cells whose centre lies in each person's labelled-keypoint box, each side forced
@@ -165,7 +165,7 @@ class Targets:
         b, p, k = draw.nonzero(as_tuple=True)
         if len(k) == 0:
             return
-        sigma = torch.as_tensor(SIGMAS, dtype=torch.float32, device=device)
+        sigma = torch.as_tensor(self.layout.sigmas, dtype=torch.float32, device=device)
         radius = sigma * (math.sqrt(2 * LN100) * (1 + 1e-4))                          # a hair wide: rounding
         size = int(2 * float(radius.max()) / s) + 1                                  # cells a support spans
         pt = xy[b, p, k]                                                            # [N, 2]
@@ -177,12 +177,13 @@ class Targets:
         expo = ((d2[:, 0, None, :] + d2[:, 1, :, None]) / (2 * sigma[k, None, None] ** 2)).view(-1)
         sel = (expo <= LN100).nonzero().squeeze(1)                                  # [M] support cells
         point = torch.div(sel, size * size, rounding_mode="floor")
-        corner = ((b * NUM_CHANNELS + k) * h + first[:, 1].long()) * w + first[:, 0].long()   # window origin
+        channels = self.layout.num_channels
+        corner = ((b * channels + k) * h + first[:, 1].long()) * w + first[:, 0].long()   # window origin
         steps = torch.arange(size, device=device)
         offsets = (steps[:, None] * w + steps).view(-1)                            # window cell -> offset
         idx = corner.index_select(0, point) + offsets.index_select(0, sel - point * (size * size))
         target_flat.scatter_reduce_(0, idx, torch.exp(-expo.index_select(0, sel)), reduce="amax")
-        support_w = torch.where(sigma < SIGMA_BODY, self.small_weight, 1.0)[k]
+        support_w = torch.where(sigma < sigma.max(), self.small_weight, 1.0)[k]
         weight_flat.scatter_(0, idx, support_w.index_select(0, point))
 
     # -- §3.3 PAFs -----------------------------------------------------------------------------------------
@@ -192,7 +193,7 @@ class Targets:
         The boxes (a ragged list of cells) are flattened with ``repeat_interleave``; the per-cell counter of
         overlapping limbs lives in W's PAF x channel until W is set to 1 there."""
         s, thr, device = self.stride, self.paf_width, xy.device
-        pa, pb = torch.as_tensor(PAIRS_A, device=device), torch.as_tensor(PAIRS_B, device=device)
+        pa, pb = (torch.as_tensor(x, device=device) for x in (self.layout.pairs_a, self.layout.pairs_b))
         shift = self.offset if self.paf_centre == "aligned" else 0.0
         a = (xy[:, :, pa] - shift) / s                                          # [B, P, 152, 2] grid units
         d = (xy[:, :, pb] - shift) / s - a
@@ -213,7 +214,8 @@ class Targets:
         if total == 0:
             return
         plane = h * w
-        corner = (b * NUM_CHANNELS + NUM_KEYPOINTS + 2 * k) * plane + lo[:, 1].long() * w + lo[:, 0].long()
+        first_paf = b * self.layout.num_channels + self.layout.num_keypoints
+        corner = (first_paf + 2 * k) * plane + lo[:, 1].long() * w + lo[:, 0].long()
         ints = torch.stack([span[:, 0], torch.cumsum(count, 0) - count, corner])     # [3, S]
         floats = torch.cat([lo, a, u], 1).T.contiguous()                              # [6, S]
         seg = torch.repeat_interleave(torch.arange(len(k), device=device), count, output_size=total)

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from src.skeleton import PAIRS, SIGMA_BODY, SIGMAS
+from src.skeleton import BODY_135
 
 LN100 = 4.6052
 
@@ -37,7 +37,7 @@ def _box_cells(kp, labelled, gy, gx, grow):
 
 
 def dense_targets(keypoints, labelled, ignore, image_size, stride=8, mask_policy="paper",
-                  small_weight=SIGMA_BODY / 5.75, paf_width=1.0, paf_centre="aligned", roi_grow=0.3,
+                  small_weight=7.0 / 5.75, paf_width=1.0, paf_centre="aligned", roi_grow=0.3,
                   background_roi_grow=1.0):
     nb, npeople = keypoints.shape[:2]
     h, w = -(-image_size[0] // stride), -(-image_size[1] // stride)
@@ -50,7 +50,7 @@ def dense_targets(keypoints, labelled, ignore, image_size, stride=8, mask_policy
         kps, lab = keypoints[b], labelled[b]
         base = 1 - torch.nan_to_num(ignore[b].float(), nan=1.0).clamp(0, 1)
         present = [bool(lab[k]) for k in range(135)]
-        for ka, kb in PAIRS:
+        for ka, kb in BODY_135.pairs:
             present += [present[ka] and present[kb]] * 2
         background = mask_policy == "paper" and bool(lab[:17].all())
         for c in range(439):                                            # steps 1-2
@@ -62,7 +62,7 @@ def dense_targets(keypoints, labelled, ignore, image_size, stride=8, mask_policy
             for k in range(135):
                 if float(kps[p, k, 2]) in (3.0, 4.0):
                     weight[b, k][box] = 0
-                    for j, (ka, kb) in enumerate(PAIRS):
+                    for j, (ka, kb) in enumerate(BODY_135.pairs):
                         if k in (ka, kb):
                             weight[b, 135 + 2 * j: 137 + 2 * j, box] = 0
         for p in range(npeople):                                        # step 4: Gaussians
@@ -70,13 +70,13 @@ def dense_targets(keypoints, labelled, ignore, image_size, stride=8, mask_policy
                 if not _drawn(kps[p], lab, k):
                     continue
                 x, y = kps[p, k, 0], kps[p, k, 1]
-                sigma = float(SIGMAS[k])
+                sigma = float(BODY_135.sigmas[k])
                 expo = ((gx - x) ** 2)[None, :] + ((gy - y) ** 2)[:, None]
                 expo = expo / (2 * torch.tensor(sigma, dtype=torch.float32) ** 2)
                 support = expo <= LN100
                 merged = torch.maximum(target[b, k], torch.exp(-expo))
                 target[b, k] = torch.where(support, merged, target[b, k])
-                weight[b, k][support] = small_weight if sigma < SIGMA_BODY else 1.0
+                weight[b, k][support] = small_weight if sigma < max(BODY_135.sigmas) else 1.0
         if background:                                                  # the paper's person boxes x3
             for p in range(npeople):
                 box = _box_cells(kps[p], lab, gy, gx, background_roi_grow)
@@ -87,7 +87,7 @@ def dense_targets(keypoints, labelled, ignore, image_size, stride=8, mask_policy
         shift = off if paf_centre == "aligned" else 0.0                 # PAFs
         cells_x = torch.arange(w, dtype=torch.float32)[None, :].expand(h, w)
         cells_y = torch.arange(h, dtype=torch.float32)[:, None].expand(h, w)
-        for j, (ka, kb) in enumerate(PAIRS):
+        for j, (ka, kb) in enumerate(BODY_135.pairs):
             count = torch.zeros(h, w)
             for p in range(npeople):
                 if not (_drawn(kps[p], lab, ka) and _drawn(kps[p], lab, kb)):

@@ -14,16 +14,16 @@ import numpy as np
 import webdataset as wds
 
 from src.record import KEYPOINTS
-from src.skeleton import GROUPS, NUM_KEYPOINTS, labelled_keypoints
+from src.skeleton import BODY_135
 
 
 def person(centre, height: float, groups=("body",), rng=None, points: dict | None = None) -> dict:
     """One person record: labelled points of ``groups`` scattered in a box of ``height`` around ``centre``
     (or exactly ``points`` {index: (x, y)}), the rest code 4."""
     rng = rng or np.random.default_rng(0)
-    kps = np.zeros((NUM_KEYPOINTS, 3), np.float32)
+    kps = np.zeros((BODY_135.num_keypoints, 3), np.float32)
     kps[:, 2] = 4
-    lab = labelled_keypoints(list(groups))
+    lab = BODY_135.labelled(list(groups))
     cx, cy = centre
     if points is None:
         n = int(lab.sum())
@@ -93,4 +93,4 @@ def write_source(root: Path, name: str, split: str = "train", n: int = 8, shards
     return paths
 
 
-ALL_GROUPS = tuple(GROUPS)
+ALL_GROUPS = tuple(BODY_135.groups)

@@ -18,7 +18,7 @@ from sharding.mpii import Mpii
 from sharding.people import FACE_TO_PERSON, HAND_TO_PERSON, InputError
 from sharding.writer import build_split
 from src.record import read_meta
-from src.skeleton import GROUPS, labelled_keypoints
+from src.skeleton import BODY_135
 
 
 def build(conv, tmp_path, name="src", split="val"):
@@ -152,7 +152,7 @@ def test_backgrounds_written_file(fixtures, tmp_path):
     assert m["notes"] == {"images_with_people": 2}
     got = samples(tmp_path, split="train")
     assert {s["json"]["image_id"] for s in got} == person_free
-    assert all(s["json"]["groups"] == list(GROUPS) and "ignore.png" not in s for s in got)
+    assert all(s["json"]["groups"] == list(BODY_135.groups) and "ignore.png" not in s for s in got)
 
 
 def test_mpii_fixture(fixtures, tmp_path):
@@ -171,7 +171,7 @@ def test_mpii_fixture(fixtures, tmp_path):
         assert np.allclose(kp[[5, 6, 17, 18], :2], np.asarray(e["joints"])[[13, 12, 8, 9]], atol=0.01)
         assert p["scale"] == pytest.approx(e["scale"] * 200, abs=0.01)
         assert p["center"] == pytest.approx(e["center"])
-        assert labelled_keypoints(["mpii"])[np.flatnonzero(kp[:, 2] != 4)].all()
+        assert BODY_135.labelled(["mpii"])[np.flatnonzero(kp[:, 2] != 4)].all()
 
 
 @pytest.mark.parametrize("folder, ann, side, groups", [
@@ -193,7 +193,7 @@ def test_coco_style_hands(fixtures, tmp_path, folder, ann, side, groups):
         meta = s["json"]
         (p,) = meta["people"]
         is_left = side == "filename" and Path(names[meta["image_id"]]).stem.endswith("_l")
-        own = GROUPS["lhand" if is_left else "rhand"]
+        own = BODY_135.groups["lhand" if is_left else "rhand"]
         kp = np.asarray(p["keypoints"])
         assert meta["groups"] == ["lhand" if is_left else "rhand"]
         assert (kp[own.start:own.stop, 2] <= 1).any()

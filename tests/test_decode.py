@@ -16,7 +16,7 @@ from src.decoder.connections import Connections, score_connections
 from src.decoder.decode import Decoder, Person, decode, to_image_pixels
 from src.decoder.peaks import Peaks, find_peaks
 from src.decoder.writers import openpose_json, wholebody_records, write_openpose_json
-from src.skeleton import WHOLEBODY_PARTS
+from src.skeleton import BODY_135
 from src.targets import Targets
 
 ALL = torch.ones(1, 135, dtype=torch.bool)
@@ -310,7 +310,7 @@ def test_writers(tmp_path, scene):
     assert len(recs) == len(people)
     rec = recs[0]
     assert rec["image_id"] == 7 and rec["category_id"] == 1
-    assert [len(rec[f]) for f in WHOLEBODY_PARTS] == [51, 18, 204, 63, 63]
+    assert [len(rec[f]) for f in BODY_135.wholebody_parts] == [51, 18, 204, 63, 63]
     assert rec["score"] == pytest.approx(person.part_scores["body"], abs=1e-6)
     for part in ("foot", "face", "lefthand", "righthand", "wholebody"):
         assert rec[f"{part}_score"] == pytest.approx(person.part_scores[part], abs=1e-6)

@@ -12,9 +12,9 @@ import torch
 from hydra import compose, initialize
 from hydra.utils import instantiate
 
-from src import skeleton
 from src.export import Maps, export
 from src.model.checkpoint import build_network, net_config
+from src.skeleton import BODY_135
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [[64, 96], [120, 48]]  # two shapes: the dynamic height and width are exercised
@@ -81,8 +81,8 @@ def test_metadata_beside_the_file(checkpoint, onnx_file):
     path, _ = checkpoint
     out, _ = onnx_file
     meta = json.loads(out.with_name("tiny.onnx.json").read_text())
-    assert meta["keypoint_names"] == skeleton.NAMES and len(meta["pairs"]) == 152
-    assert meta["pairs"][0] == list(skeleton.PAIRS[0])
+    assert meta["keypoint_names"] == list(BODY_135.names) and len(meta["pairs"]) == 152
+    assert meta["pairs"][0] == list(BODY_135.pairs[0])
     assert meta["stride"] == 8 and meta["input"]["multiple_of"] == 8
     assert meta["input"]["normalisation"]["formula"] == "pixel / 256 - 0.5"
     assert meta["output"]["heatmaps"] == [0, 135] and meta["output"]["pafs"] == [135, 439]

@@ -7,10 +7,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from src import skeleton
 from src.model import solver
 from src.model.loss import StageLoss, channel_groups
 from src.model.net import VGG19, PoseNet, StridedStem, count_parameters, load_backbone
+from src.skeleton import BODY_135
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if not p.stem.startswith("_"))
@@ -128,7 +128,7 @@ def test_channel_groups_partition_the_439_channels():
     flat = sorted(c for idx in groups.values() for c in idx)
     assert flat == list(range(439))
     assert 19 in groups["foot"] and 25 in groups["hands"] and 65 in groups["face"] and 17 in groups["body"]
-    k = skeleton.PAIRS.index((9, 25))  # wrist -> thumb is a hand limb
+    k = BODY_135.pairs.index((9, 25))  # wrist -> thumb is a hand limb
     assert 135 + 2 * k in groups["hands"]
 
 

@@ -7,7 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src import skeleton as sk
+from sharding.keypoints import (
+    coco_visibility,
+    from_coco17,
+    from_coco23,
+    from_face,
+    from_hand21,
+    from_hand42,
+    from_mpii16,
+    from_wholebody133,
+)
+from src.skeleton import BODY_135
 
 MIRROR = {"lhand": "rhand", "rhand": "lhand"}
 # mmpose's 61 COCO-WholeBody flip pairs in the 133 layout (coco_wholebody.md §A.2).
@@ -37,16 +47,16 @@ def _present(kp: np.ndarray) -> np.ndarray:
 
 # -- layout ------------------------------------------------------------------------------------------------
 def test_names_and_groups():
-    assert len(sk.NAMES) == len(set(sk.NAMES)) == sk.NUM_KEYPOINTS == 135
-    sizes = {g: len(r) for g, r in sk.GROUPS.items()}
+    assert len(BODY_135.names) == len(set(BODY_135.names)) == BODY_135.num_keypoints == 135
+    sizes = {g: len(r) for g, r in BODY_135.groups.items()}
     assert sizes == {"body": 17, "mpii": 2, "foot": 6, "lhand": 20, "rhand": 20, "face": 70}
-    assert [i for r in sk.GROUPS.values() for i in r] == list(range(135))  # contiguous, in order, a partition
+    assert [i for r in BODY_135.groups.values() for i in r] == list(range(135))  # contiguous, in order
     spots = {0: "Nose", 9: "LWrist", 10: "RWrist", 17: "UpperNeck", 18: "HeadTop", 19: "LBigToe", 24: "RHeel",
              25: "LThumb1CMC", 44: "LPinky4FingerTip", 45: "RThumb1CMC", 64: "RPinky4FingerTip",
              65: "FaceContour0", 87: "LEyeBrow4", 91: "LEyeBrow0", 133: "RPupil", 134: "LPupil"}
-    assert {k: sk.NAMES[k] for k in spots} == spots
-    assert sk.group_of(9) == "body" and sk.group_of(44) == "lhand" and sk.group_of(134) == "face"
-    assert sk.STRIDE == 8 and sk.NUM_PAIRS == 152
+    assert {k: BODY_135.names[k] for k in spots} == spots
+    assert [BODY_135.group_of(k) for k in (9, 44, 134)] == ["body", "lhand", "face"]
+    assert BODY_135.stride == 8 and BODY_135.num_pairs == 152
 
 
 def test_names_and_pairs_equal_the_spec_tables(fixtures):
@@ -55,19 +65,19 @@ def test_names_and_pairs_equal_the_spec_tables(fixtures):
         pytest.skip("spec document absent")
     spec = spec_path.read_text()
     names = spec[spec.index("### 1.1"):spec.index("Block structure")]
-    assert dict((int(i), n) for i, n in re.findall(r"(\d+) (\w+)", names)) == dict(enumerate(sk.NAMES))
+    assert dict((int(i), n) for i, n in re.findall(r"(\d+) (\w+)", names)) == dict(enumerate(BODY_135.names))
     pairs = spec[spec.index("### 2.1"):spec.index("### 2.2")]
     table = [(int(k), int(a), int(b)) for k, a, b in re.findall(r"(\d+):(\d+)-(\d+)", pairs)]
     assert [k for k, _, _ in table] == list(range(152))
-    assert [(a, b) for _, a, b in table] == sk.PAIRS
+    assert [(a, b) for _, a, b in table] == list(BODY_135.pairs)
 
 
 def test_pairs_in_range_unique_and_one_connected_graph():
-    assert len(sk.PAIRS) == 152
-    assert np.array_equal(sk.PAIRS_A, [a for a, _ in sk.PAIRS])
-    assert np.array_equal(sk.PAIRS_B, [b for _, b in sk.PAIRS])
-    assert all(0 <= a < 135 and 0 <= b < 135 and a != b for a, b in sk.PAIRS)
-    assert len({frozenset(p) for p in sk.PAIRS}) == 152
+    assert len(BODY_135.pairs) == 152
+    assert np.array_equal(BODY_135.pairs_a, [a for a, _ in BODY_135.pairs])
+    assert np.array_equal(BODY_135.pairs_b, [b for _, b in BODY_135.pairs])
+    assert all(0 <= a < 135 and 0 <= b < 135 and a != b for a, b in BODY_135.pairs)
+    assert len({frozenset(p) for p in BODY_135.pairs}) == 152
     # one connected graph over all 135 points (union-find)
     parent = list(range(135))
 
@@ -76,60 +86,111 @@ def test_pairs_in_range_unique_and_one_connected_graph():
             i = parent[i]
         return i
 
-    for a, b in sk.PAIRS:
+    for a, b in BODY_135.pairs:
         parent[root(a)] = root(b)
     assert len({root(i) for i in range(135)}) == 1
     # spec §2.2 totals: 35 body/foot/MPII PAFs, 40 hand PAFs, 77 face PAFs (3 of them body -> face)
-    assert sum(a < 25 and b < 25 for a, b in sk.PAIRS) == 35
-    assert sum(25 <= max(a, b) < 65 for a, b in sk.PAIRS) == 40
-    assert sum(max(a, b) >= 65 for a, b in sk.PAIRS) == 77
+    assert sum(a < 25 and b < 25 for a, b in BODY_135.pairs) == 35
+    assert sum(25 <= max(a, b) < 65 for a, b in BODY_135.pairs) == 40
+    assert sum(max(a, b) >= 65 for a, b in BODY_135.pairs) == 77
 
 
 # -- flip --------------------------------------------------------------------------------------------------
 def test_flip_is_an_involution_mapping_each_group_onto_its_mirror():
-    assert len(sk.FLIP_PAIRS) == 61
-    flat = [i for p in sk.FLIP_PAIRS for i in p]
+    assert len(BODY_135.flip_pairs) == 61
+    flat = [i for p in BODY_135.flip_pairs for i in p]
     assert len(set(flat)) == 122 and all(0 <= i < 135 for i in flat)
-    f = sk.FLIP_INDEX
+    f = BODY_135.flip_index
     assert sorted(f) == list(range(135)) and np.array_equal(f[f], np.arange(135))
     assert sum(f != np.arange(135)) == 122
-    for g, idx in sk.GROUPS.items():
-        assert sorted(f[list(idx)]) == list(sk.GROUPS[MIRROR.get(g, g)]), g
-    assert sk.flip_groups(["body", "lhand", "face"]) == ["body", "face", "rhand"]
+    for g, idx in BODY_135.groups.items():
+        assert sorted(f[list(idx)]) == list(BODY_135.groups[MIRROR.get(g, g)]), g
+    assert BODY_135.flip_groups(["body", "lhand", "face"]) == ["body", "face", "rhand"]
     # body, foot, hands and pupils: the mirror is the same name with L and R swapped
-    for a, b in sk.FLIP_PAIRS:
+    for a, b in BODY_135.flip_pairs:
         if a < 65 or a >= 133:
-            na, nb = sk.NAMES[a], sk.NAMES[b]
+            na, nb = BODY_135.names[a], BODY_135.names[b]
             assert {na[0], nb[0]} == {"L", "R"} and na[1:] == nb[1:], (na, nb)
     # the body and hand limbs are mirror-symmetric as a set
-    limbs = {frozenset(p) for p in sk.PAIRS if max(p) < 65}
+    limbs = {frozenset(p) for p in BODY_135.pairs if max(p) < 65}
     assert {frozenset((int(f[a]), int(f[b]))) for a, b in limbs} == limbs
 
 
 def test_flip_pairs_equal_coco_wholebody_ones_plus_pupils():
-    to135 = [i for idx in sk.WHOLEBODY_PARTS.values() for i in idx]
+    to135 = [i for idx in BODY_135.wholebody_parts.values() for i in idx]
     assert len(to135) == 133
     mapped = {frozenset((to135[a], to135[b])) for a, b in WB133_FLIP}  # hand wrists collapse onto (9, 10)
-    assert mapped | {frozenset((133, 134))} == {frozenset(p) for p in sk.FLIP_PAIRS}
+    assert mapped | {frozenset((133, 134))} == {frozenset(p) for p in BODY_135.flip_pairs}
+
+
+# The flip table as it was written by index before the Layout object (kept literally to pin the name table).
+OLD_FACE_FLIP = ([(f, 16 - f) for f in range(8)] + [(17 + i, 26 - i) for i in range(5)] + [(31, 35), (32, 34)]
+                 + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]
+                 + [(48, 54), (49, 53), (50, 52), (59, 55), (58, 56), (60, 64), (61, 63), (67, 65)]
+                 + [(68, 69)])
+OLD_FLIP_PAIRS = ([(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16), (19, 22), (20, 23),
+                   (21, 24)]
+                  + [(25 + i, 45 + i) for i in range(20)]
+                  + [(65 + a, 65 + b) for a, b in OLD_FACE_FLIP])
+
+
+def test_flip_table_by_name_equals_the_old_index_table():
+    assert BODY_135.flip_pairs == OLD_FLIP_PAIRS
+    perm = np.arange(135)
+    for a, b in OLD_FLIP_PAIRS:
+        perm[a], perm[b] = b, a
+    assert np.array_equal(BODY_135.flip_index, perm)
+    assert all(isinstance(a, str) and isinstance(b, str) for a, b in BODY_135.flip)  # written by name
+
+
+def test_flip_index_is_an_involution():
+    f = BODY_135.flip_index
+    assert np.array_equal(f[f], np.arange(BODY_135.num_keypoints))
+
+
+def test_every_name_in_the_flip_table_and_group_extras_exists():
+    names = set(BODY_135.names)
+    assert {n for pair in BODY_135.flip for n in pair} <= names
+    assert {n for extras in BODY_135.group_extras.values() for n in extras} <= names
+    assert set(BODY_135.group_extras) <= set(BODY_135.groups)
+    with pytest.raises(KeyError, match="no keypoint 'LTail'"):
+        BODY_135.index("LTail")
+
+
+def test_groups_partition_the_keypoints_and_channel_count():
+    flat = sorted(i for r in BODY_135.groups.values() for i in r)
+    assert flat == list(range(135))
+    assert BODY_135.num_keypoints == 135 and BODY_135.num_pairs == 152 and BODY_135.num_channels == 439
+    assert BODY_135.name == "BODY_135"
+
+
+def test_named_helpers():
+    assert BODY_135.index("LShoulder") == 5 and BODY_135.indices(["LWrist", "RWrist"]) == [9, 10]
+    assert BODY_135.group_slice("face") == slice(65, 135)
+    assert BODY_135.hand("left") == [9, *range(25, 45)] == list(BODY_135.wholebody_parts["lefthand_kpts"])
+    assert BODY_135.hand("right") == [10, *range(45, 65)] == list(BODY_135.wholebody_parts["righthand_kpts"])
+    with pytest.raises(ValueError, match="left' or 'right"):
+        BODY_135.hand("up")
 
 
 def test_sigmas():
-    assert sk.SIGMAS.shape == (135,)
-    assert np.all(sk.SIGMAS[:25] == 7.0) and np.all(sk.SIGMAS[25:] == 5.75)
+    sigmas = np.asarray(BODY_135.sigmas)
+    assert sigmas.shape == (135,)
+    assert np.all(sigmas[:25] == 7.0) and np.all(sigmas[25:] == 5.75)
 
 
 # -- mappings into BODY_135 --------------------------------------------------------------------------------
 def test_coco_visibility_codes():
-    assert sk.coco_visibility([0, 1, 2, 0.3, 1.0, 2.0, -1]).tolist() == [2, 0, 1, 0, 0, 1, 2]
+    assert coco_visibility([0, 1, 2, 0.3, 1.0, 2.0, -1]).tolist() == [2, 0, 1, 0, 0, 1, 2]
 
 
 def test_from_coco17_on_real_annotations(fixtures):
     anns = _json(fixtures / "coco" / "test_coco.json")["annotations"]
     for ann in anns:
         src = np.asarray(ann["keypoints"], np.float32).reshape(17, 3)
-        kp = sk.from_coco17(ann["keypoints"])
+        kp = from_coco17(ann["keypoints"])
         assert kp.shape == (135, 3) and kp.dtype == np.float32
-        assert np.array_equal(_present(kp), sk.labelled_keypoints(["body"]))
+        assert np.array_equal(_present(kp), BODY_135.labelled(["body"]))
         assert kp[:17, 2].tolist() == [{0: 2, 1: 0, 2: 1}[int(v)] for v in src[:, 2]]
         lab = src[:, 2] > 0
         assert np.array_equal(kp[:17, :2][lab], src[lab, :2]) and not kp[:17, :2][~lab].any()
@@ -138,23 +199,23 @@ def test_from_coco17_on_real_annotations(fixtures):
 
 def test_from_coco23_puts_the_foot_at_19_to_24(fixtures):
     ann = _wb(fixtures)[0]
-    kp = sk.from_coco23(ann["keypoints"] + ann["foot_kpts"])
-    assert np.array_equal(_present(kp), sk.labelled_keypoints(["body", "foot"]))
+    kp = from_coco23(ann["keypoints"] + ann["foot_kpts"])
+    assert np.array_equal(_present(kp), BODY_135.labelled(["body", "foot"]))
     foot = np.asarray(ann["foot_kpts"], np.float32).reshape(6, 3)
     assert np.array_equal(kp[19:25, :2], foot[:, :2]) and set(kp[19:25, 2].tolist()) <= {0, 1}
-    assert np.array_equal(kp[:17], sk.from_coco17(ann["keypoints"])[:17])
-    assert [sk.NAMES[i] for i in range(19, 25)] == ["LBigToe", "LSmallToe", "LHeel", "RBigToe", "RSmallToe",
-                                                    "RHeel"]
+    assert np.array_equal(kp[:17], from_coco17(ann["keypoints"])[:17])
+    assert [BODY_135.names[i] for i in range(19, 25)] == ["LBigToe", "LSmallToe", "LHeel", "RBigToe",
+                                                          "RSmallToe", "RHeel"]
 
 
 def test_from_wholebody133_codes_and_derived_points(fixtures):
     for ann in _wb(fixtures):
-        kp = sk.from_wholebody133(ann)
-        assert np.array_equal(_present(kp), sk.labelled_keypoints(GROUPS_OF_WB))  # MPII: not in dataset
+        kp = from_wholebody133(ann)
+        assert np.array_equal(_present(kp), BODY_135.labelled(GROUPS_OF_WB))  # MPII: not in dataset
         for field, group in (("foot_kpts", "foot"), ("face_kpts", "face"), ("lefthand_kpts", "lhand"),
                              ("righthand_kpts", "rhand")):
             labelled = np.asarray(ann[field])[2::3] > 0
-            codes = kp[list(sk.GROUPS[group]), 2]
+            codes = kp[list(BODY_135.groups[group]), 2]
             if not labelled.any():  # part not annotated for this person: masked in its box, pupils included
                 assert np.all(codes == 3), (ann["id"], field)
         face = np.asarray(ann["face_kpts"], np.float32).reshape(68, 3)
@@ -163,31 +224,31 @@ def test_from_wholebody133_codes_and_derived_points(fixtures):
             assert np.allclose(kp[134, :2], face[42:48, :2].mean(0))
             assert kp[133, 2] <= 1 and kp[134, 2] <= 1
         # nose and eyes come from the body annotation, not from the face
-        assert np.array_equal(kp[:3], sk.from_coco17(ann["keypoints"])[:3])
+        assert np.array_equal(kp[:3], from_coco17(ann["keypoints"])[:3])
 
 
 def test_from_wholebody133_merges_the_hand_wrist_into_the_body_wrist(fixtures):
     ann = json.loads(json.dumps(_wb(fixtures)[1]))  # 198196: labelled left hand, labelled body wrist
     body_wrist = ann["keypoints"][27:30]
     assert body_wrist[2] > 0 and ann["lefthand_kpts"][2] > 0
-    assert sk.from_wholebody133(ann)[9].tolist() == [*body_wrist[:2], 1]  # the body wrist wins
+    assert from_wholebody133(ann)[9].tolist() == [*body_wrist[:2], 1]  # the body wrist wins
     ann["keypoints"][27:30] = [0, 0, 0]
     hand_wrist = ann["lefthand_kpts"][:3]
-    assert sk.from_wholebody133(ann)[9].tolist() == pytest.approx([*hand_wrist[:2], 0])  # else the hand's
+    assert from_wholebody133(ann)[9].tolist() == pytest.approx([*hand_wrist[:2], 0])  # else the hand's
 
 
 def test_from_mpii16_on_real_annotations(fixtures):
     for rec in _json(fixtures / "mpii" / "test_mpii.json"):
         joints, vis = np.asarray(rec["joints"], np.float32), np.asarray(rec["joints_vis"])
-        kp = sk.from_mpii16(joints, vis)
-        assert np.array_equal(_present(kp), sk.labelled_keypoints(["mpii"]))
+        kp = from_mpii16(joints, vis)
+        assert np.array_equal(_present(kp), BODY_135.labelled(["mpii"]))
         for src, dst in ((13, 5), (12, 6), (8, 17), (9, 18)):
             if vis[src] > 0:
                 assert kp[dst].tolist() == [*joints[src], 1]
     joints = np.asarray(rec["joints"], np.float32)
     vis = np.ones(16)
     vis[8] = 0
-    kp = sk.from_mpii16(joints, vis)
+    kp = from_mpii16(joints, vis)
     assert kp[17].tolist() == [0, 0, 2] and kp[18, 2] == 1
 
 
@@ -195,44 +256,44 @@ def test_from_mpii16_on_real_annotations(fixtures):
 def test_from_hand21_on_real_hands(fixtures, side, wrist, group):
     for ann in _json(fixtures / "onehand10k" / "test_onehand10k.json")["annotations"]:
         src = np.asarray(ann["keypoints"], np.float32).reshape(21, 3)
-        kp = sk.from_hand21(ann["keypoints"], side)
-        assert np.array_equal(_present(kp), sk.labelled_keypoints([group]))
-        order = [wrist, *sk.GROUPS[group]]
+        kp = from_hand21(ann["keypoints"], side)
+        assert np.array_equal(_present(kp), BODY_135.labelled([group]))
+        order = [wrist, *BODY_135.groups[group]]
         lab = src[:, 2] > 0
         assert np.array_equal(kp[order, :2][lab], src[lab, :2])
         assert np.array_equal(kp[order, 2] <= 1, lab)
     with pytest.raises(ValueError, match="left' or 'right"):
-        sk.from_hand21(ann["keypoints"], "up")
+        from_hand21(ann["keypoints"], "up")
 
 
 def test_from_hand42(fixtures):
     anns = _json(fixtures / "onehand10k" / "test_onehand10k.json")["annotations"]
     left, right = anns[0]["keypoints"], anns[1]["keypoints"]
-    kp = sk.from_hand42(left + right)
-    assert np.array_equal(_present(kp), sk.labelled_keypoints(["lhand", "rhand"]))
-    l_idx, r_idx = [9, *sk.GROUPS["lhand"]], [10, *sk.GROUPS["rhand"]]
-    assert np.array_equal(kp[l_idx], sk.from_hand21(left, "left")[l_idx])
-    assert np.array_equal(kp[r_idx], sk.from_hand21(right, "right")[r_idx])
+    kp = from_hand42(left + right)
+    assert np.array_equal(_present(kp), BODY_135.labelled(["lhand", "rhand"]))
+    l_idx, r_idx = [9, *BODY_135.groups["lhand"]], [10, *BODY_135.groups["rhand"]]
+    assert np.array_equal(kp[l_idx], from_hand21(left, "left")[l_idx])
+    assert np.array_equal(kp[r_idx], from_hand21(right, "right")[r_idx])
 
 
 def test_from_face68_derives_nose_eyes_pupils(fixtures):
     for ann in _json(fixtures / "300w" / "test_300w.json")["annotations"]:
         src = np.asarray(ann["keypoints"], np.float32).reshape(68, 3)
-        kp = sk.from_face(ann["keypoints"])
-        assert np.array_equal(_present(kp), sk.labelled_keypoints(["face"]))
+        kp = from_face(ann["keypoints"])
+        assert np.array_equal(_present(kp), BODY_135.labelled(["face"]))
         assert np.array_equal(kp[65:133, :2], src[:, :2])
         for dst, idx in ((0, [27, 28, 29, 30, 31, 32, 34, 35]), (1, range(42, 48)), (2, range(36, 42)),
                          (133, range(36, 42)), (134, range(42, 48))):
             assert np.allclose(kp[dst, :2], src[list(idx), :2].mean(0)), dst
             assert kp[dst, 2] == 0  # source v=1: labelled (occluded code) -> any 0 -> 0
     with pytest.raises(ValueError, match="68 or 70"):
-        sk.from_face(ann["keypoints"][:-3])
+        from_face(ann["keypoints"][:-3])
 
 
 def test_from_face70_takes_the_pupils_given(fixtures):
     ann = _json(fixtures / "300w" / "test_300w.json")["annotations"][0]
     kpts = ann["keypoints"] + [500.0, 400.0, 2, 600.0, 410.0, 2]
-    kp = sk.from_face(kpts)
+    kp = from_face(kpts)
     assert kp[133].tolist() == [500, 400, 1] and kp[134].tolist() == [600, 410, 1]
 
 
@@ -240,25 +301,25 @@ def test_derived_point_visibility_rule_of_spec_1_3():
     """Averaged points: unlabelled mixed with labelled -> 3; all unlabelled -> 2; any occluded -> 0; or 1."""
     face = np.tile(np.array([[100.0, 50.0, 2.0]]), (68, 1))
     nose = [27, 28, 29, 30, 31, 32, 34, 35]
-    assert sk.from_face(face)[0, 2] == 1
+    assert from_face(face)[0, 2] == 1
     occluded = face.copy()
     occluded[28, 2] = 1
-    assert sk.from_face(occluded)[0].tolist() == [100, 50, 0]
+    assert from_face(occluded)[0].tolist() == [100, 50, 0]
     mixed = face.copy()
     mixed[29] = 0
-    assert sk.from_face(mixed)[0].tolist() == [0, 0, 3]
+    assert from_face(mixed)[0].tolist() == [0, 0, 3]
     gone = face.copy()
     gone[nose] = 0
-    assert sk.from_face(gone)[0].tolist() == [0, 0, 2]
-    assert sk.from_face(gone)[133, 2] == 1  # other derived points untouched
+    assert from_face(gone)[0].tolist() == [0, 0, 2]
+    assert from_face(gone)[133, 2] == 1  # other derived points untouched
 
 
 def test_labelled_keypoints_extras_and_errors():
-    assert np.flatnonzero(sk.labelled_keypoints(["lhand"])).tolist() == [9, *range(25, 45)]
-    assert np.flatnonzero(sk.labelled_keypoints(["mpii"])).tolist() == [5, 6, 17, 18]
-    assert np.flatnonzero(sk.labelled_keypoints(["face"])).tolist() == [0, 1, 2, *range(65, 135)]
+    assert np.flatnonzero(BODY_135.labelled(["lhand"])).tolist() == [9, *range(25, 45)]
+    assert np.flatnonzero(BODY_135.labelled(["mpii"])).tolist() == [5, 6, 17, 18]
+    assert np.flatnonzero(BODY_135.labelled(["face"])).tolist() == [0, 1, 2, *range(65, 135)]
     with pytest.raises(ValueError, match="unknown keypoint group 'hands'"):
-        sk.labelled_keypoints(["hands"])
+        BODY_135.labelled(["hands"])
 
 
 # -- back to COCO-WholeBody --------------------------------------------------------------------------------
@@ -268,7 +329,7 @@ def test_round_trip_133_135_133_on_every_labelled_point(fixtures):
     Hand wrists come back as the body wrists."""
     checked = 0
     for ann in _wb(fixtures):
-        back = sk.to_wholebody133(sk.from_wholebody133(ann), as_gt=True)
+        back = BODY_135.to_wholebody133(from_wholebody133(ann), as_gt=True)
         assert {k: len(v) for k, v in back.items()} == {f: 3 * n for f, n in
                                                          zip(WB_FIELDS, (17, 6, 68, 21, 21), strict=True)}
         for field in WB_FIELDS:
@@ -300,7 +361,7 @@ def test_round_trip_133_135_133_on_every_labelled_point(fixtures):
 def test_to_wholebody133_writes_confidences_as_they_are():
     kp = np.zeros((135, 3), np.float32)
     kp[:, 0], kp[:, 1], kp[:, 2] = np.arange(135), 2 * np.arange(135), 0.5
-    out = sk.to_wholebody133(kp)
+    out = BODY_135.to_wholebody133(kp)
     assert out["keypoints"][:6] == [0, 0, 0.5, 1, 2, 0.5]
     assert out["lefthand_kpts"][:6] == [9, 18, 0.5, 25, 50, 0.5]
     assert out["face_kpts"][-3:] == [132, 264, 0.5]

@@ -8,7 +8,7 @@ import pytest
 
 from sharding.synthetic import ALL_GROUPS, KINDS, image_id, iter_records, record, render
 from sharding.synthetic_figure import _FINGER_SEGS, HAND_LEN, sample_pose
-from src.skeleton import GROUPS, labelled_keypoints
+from src.skeleton import BODY_135
 
 PEOPLE_KINDS = ["synth_body", "synth_face", "synth_hand", "synth_wholebody"]
 
@@ -42,7 +42,7 @@ def test_groups_codes_and_meta(kind):
         ids.add(meta["image_id"])
         img = cv2.imdecode(np.frombuffer(rec.image, np.uint8), cv2.IMREAD_COLOR)
         assert img.shape == (256, 256, 3)
-        labelled = labelled_keypoints(meta["groups"])
+        labelled = BODY_135.labelled(meta["groups"])
         for p in meta["people"]:
             kp = _kp(p)
             assert kp.shape == (135, 3)
@@ -69,12 +69,13 @@ def test_groups_codes_and_meta(kind):
 def test_close_ups_show_their_part_large():
     for i in range(8):
         face = render("synth_face", "train", i, seed=0)
-        counts = [(_kp(p)[GROUPS["face"], 2] == 1).sum() for p in face.people]
+        counts = [(_kp(p)[BODY_135.groups["face"], 2] == 1).sum() for p in face.people]
         assert max(counts) >= 40, f"face close-up {i} shows only {counts} face points"
         kp = _kp(face.people[int(np.argmax(counts))])
         assert np.ptp(kp[65:82][kp[65:82, 2] == 1, 1]) > 30, "the jaw spans tens of pixels"
         hand = render("synth_hand", "train", i, seed=0)
-        best = max((_kp(p)[[*GROUPS["lhand"], *GROUPS["rhand"]], 2] == 1).sum() for p in hand.people)
+        hands = [*BODY_135.groups["lhand"], *BODY_135.groups["rhand"]]
+        best = max((_kp(p)[hands, 2] == 1).sum() for p in hand.people)
         assert best >= 12, f"hand close-up {i} shows only {best} finger joints"
 
 
@@ -138,7 +139,7 @@ def test_skeleton_geometry_is_plausible():
             for s in (0, 1):
                 d = np.linalg.norm(kp[limb[1] + s] - kp[limb[0] + s])
                 assert 0.74 * length <= d <= 1.001 * length
-        for hand, wrist in ((GROUPS["lhand"], 9), (GROUPS["rhand"], 10)):
+        for hand, wrist in ((BODY_135.groups["lhand"], 9), (BODY_135.groups["rhand"], 10)):
             joints = kp[list(hand)].reshape(5, 4, 2)
             seg = np.linalg.norm(np.diff(joints, axis=1), axis=2) / HAND_LEN
             assert ((seg >= 0.6 * _FINGER_SEGS - 1e-9) & (seg <= _FINGER_SEGS + 1e-9)).all()

@@ -12,15 +12,15 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from src.skeleton import GROUPS, PAIRS, labelled_keypoints
+from src.skeleton import BODY_135
 from src.targets import Targets
 
 sys.path.insert(0, str(Path(__file__).parent))
 from dense_targets import dense_targets  # noqa: E402
 
 ALL = torch.ones(135, dtype=torch.bool)
-COCO23 = torch.from_numpy(labelled_keypoints(["body", "foot"]))
-HANDS = torch.from_numpy(labelled_keypoints(["lhand", "rhand"]))
+COCO23 = torch.from_numpy(BODY_135.labelled(["body", "foot"]))
+HANDS = torch.from_numpy(BODY_135.labelled(["lhand", "rhand"]))
 SMALL = 7 / 5.75
 
 
@@ -45,7 +45,7 @@ def run(kp, labelled=ALL, size=(80, 96), ignore=None, **cfg):
 
 
 def pair(a: int, b: int) -> int:
-    return PAIRS.index((a, b))
+    return BODY_135.pairs.index((a, b))
 
 
 def random_scene(gen: torch.Generator, nb: int, npeople: int, size: tuple[int, int]):
@@ -59,8 +59,8 @@ def random_scene(gen: torch.Generator, nb: int, npeople: int, size: tuple[int, i
                               generator=gen).view(nb, npeople, 135).float()
     kp = torch.cat([xy, codes[..., None]], dim=-1)
     kp[:, -1, 40:60, :2] = kp[:, -1, 40:41, :2]                           # zero-length limbs
-    sources = [ALL, COCO23, HANDS, torch.from_numpy(labelled_keypoints(["face"])),
-               torch.from_numpy(labelled_keypoints(["mpii"]))]
+    sources = [ALL, COCO23, HANDS, torch.from_numpy(BODY_135.labelled(["face"])),
+               torch.from_numpy(BODY_135.labelled(["mpii"]))]
     labelled = torch.stack([sources[i % len(sources)] for i in range(nb)])
     gh, gw = -(-h // 8), -(-w // 8)
     ignore = torch.rand(nb, gh, gw, generator=gen) * (torch.rand(nb, gh, gw, generator=gen) > 0.6)
@@ -217,12 +217,12 @@ def test_mask_policy_on_coco_like_samples(policy):
 @pytest.mark.parametrize("policy", ["paper", "released"])
 def test_partial_sources_mask_missing_channels_everywhere(policy):
     kp = people(1, value=4)
-    kp[0, 0, [9, 10, *GROUPS["rhand"]], 2] = 2                            # labelled by the source, not here
+    kp[0, 0, [9, 10, *BODY_135.groups["rhand"]], 2] = 2                   # labelled by the source, not here
     kp[0, 0, 25:45, :2] = 60 + torch.rand(20, 2) * 30
     kp[0, 0, 25:45, 2] = 1
     _, weight = run(kp, labelled=HANDS, mask_policy=policy)
-    body = [k for k in GROUPS["body"] if k not in (9, 10)]                # hand sources label the wrists
-    assert weight[0, body].abs().sum() == 0 and weight[0, list(GROUPS["face"])].abs().sum() == 0
+    body = [k for k in BODY_135.groups["body"] if k not in (9, 10)]       # hand sources label the wrists
+    assert weight[0, body].abs().sum() == 0 and weight[0, list(BODY_135.groups["face"])].abs().sum() == 0
     assert torch.all(weight[0, 9] == 1) and torch.all(weight[0, 45] == 1)
     assert weight[0, 135 + 2 * pair(0, 1)].abs().sum() == 0
     assert torch.all(weight[0, 135 + 2 * pair(9, 25)] > 0)

@@ -17,7 +17,7 @@ import torch
 
 from src.bench.scenes import crowd
 from src.decoder.decode import Decoder
-from src.skeleton import NUM_KEYPOINTS
+from src.skeleton import BODY_135
 from src.targets import Targets
 
 PEOPLE, SIZE = 10, (480, 640)
@@ -38,13 +38,13 @@ def run(repeats: int = 20) -> dict:
     torch.set_num_threads(1)
     try:
         _, people = crowd(PEOPLE, SIZE, seed=0)
-        maps, _ = Targets()(torch.from_numpy(people)[None], torch.ones(1, NUM_KEYPOINTS, dtype=torch.bool),
-                            None, SIZE)
+        k = BODY_135.num_keypoints
+        maps, _ = Targets()(torch.from_numpy(people)[None], torch.ones(1, k, dtype=torch.bool), None, SIZE)
         maps = maps[0]
         decoder = Decoder()
         fine = decoder.resize(maps, SIZE)
-        found = len(decoder.decode_resized(fine, maps[:NUM_KEYPOINTS]))
-        decode = lambda: decoder.decode_resized(fine, maps[:NUM_KEYPOINTS])  # noqa: E731
+        found = len(decoder.decode_resized(fine, maps[:k]))
+        decode = lambda: decoder.decode_resized(fine, maps[:k])  # noqa: E731
         decode_ms = _best_ms(decode, repeats)
         decode_cpu_ms = _best_ms(decode, repeats, time.process_time)
         resize_ms = _best_ms(lambda: decoder.resize(maps, SIZE), max(3, repeats // 5))

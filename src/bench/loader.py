@@ -31,11 +31,11 @@ import torch
 
 from datamodules.packed_targets import unpack
 from datamodules.wholebody import WholeBodyDataModule
+from sharding.keypoints import from_coco23
 from sharding.people import ignore_png
 from sharding.source import Plan, Source
 from sharding.writer import Settings, build_split
 from src.record import Record
-from src.skeleton import from_coco23
 
 CROP, BATCH, IMAGES, SHARDS = 480, 10, 96, 4
 

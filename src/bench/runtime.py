@@ -31,13 +31,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src import skeleton
 from src.bench.__main__ import machine
 from src.bench.cascade import Cascade, CropNet
 from src.bench.scenes import crowd
 from src.decoder.decode import Decoder
 from src.inference import normalise
 from src.model import cost
+from src.skeleton import BODY_135
 from src.targets import Targets
 
 matplotlib.use("Agg")
@@ -51,8 +51,8 @@ FACE_POINTS, HAND_POINTS = 70, 21
 
 def _gt_maps(targets: Targets, kp: np.ndarray, groups, size, device) -> torch.Tensor:
     """The ``[439, h, w]`` ground-truth maps of one image with ``groups`` labelled (all when None)."""
-    labelled = (np.ones(skeleton.NUM_KEYPOINTS, bool) if groups is None
-                else skeleton.labelled_keypoints(groups))
+    labelled = (np.ones(BODY_135.num_keypoints, bool) if groups is None
+                else BODY_135.labelled(groups))
     target, _ = targets(torch.from_numpy(kp)[None], torch.from_numpy(labelled)[None], None, size)
     return target[0].to(device)
 

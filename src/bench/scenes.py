@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from sharding.synthetic_figure import Canvas, draw, place, sample_pose
+from src.skeleton import BODY_135
 
 FILL = 0.8
 """A figure's height as a fraction of its cell's (sample_pose spans about -0.6 .. 0.5 of the height)."""
@@ -29,7 +30,7 @@ def crowd(n: int, size: tuple[int, int], seed: int = 0) -> tuple[np.ndarray, np.
     image = np.full((height, width, 3), 110, np.uint8)
     image += rng.integers(0, 30, (height, width, 1), dtype=np.uint8)
     canvas = Canvas(image)
-    people = np.zeros((n, 135, 3), np.float32)
+    people = np.zeros((n, BODY_135.num_keypoints, 3), np.float32)
     for i in range(n):
         r, c = divmod(i, cols)
         kp, shapes = sample_pose(rng)

@@ -17,7 +17,7 @@ import time
 import torch
 
 from datamodules.streams import keep_freed_memory
-from src.skeleton import NUM_KEYPOINTS, labelled_keypoints
+from src.skeleton import BODY_135
 from src.targets import Targets
 
 BATCH, PEOPLE, SIZE = 10, 3, 480
@@ -28,13 +28,14 @@ def _template() -> torch.Tensor:
     body = [(0, 0), (6, -5), (-6, -5), (14, -2), (-14, -2), (30, 40), (-30, 40), (38, 90), (-38, 90),
             (42, 135), (-42, 135), (20, 135), (-20, 135), (22, 205), (-22, 205), (22, 262), (-22, 262),
             (0, 28), (0, -30), (30, 282), (38, 280), (20, 272), (-30, 282), (-38, 280), (-20, 272)]
-    pts = torch.zeros(NUM_KEYPOINTS, 2)
-    pts[:25] = torch.tensor(body, dtype=torch.float32)
+    pts = torch.zeros(BODY_135.num_keypoints, 2)
+    pts[: len(body)] = torch.tensor(body, dtype=torch.float32)                           # body, MPII, foot
     reach = torch.tensor([[7, 13, 18, 22]] + [[10, 18, 24, 29]] * 4, dtype=torch.float32)   # px from wrist
     angle = torch.tensor([-0.9, -0.3, 0.0, 0.25, 0.5])[:, None]                            # finger fan, rad
     fingers = torch.stack([reach * angle.sin(), reach * angle.cos()], -1).reshape(20, 2)
-    pts[25:45] = pts[9] + fingers * torch.tensor([-1.0, 1.0])                             # mirrored fan
-    pts[45:65] = pts[10] + fingers
+    left, right = BODY_135.hand("left"), BODY_135.hand("right")                          # wrist, then hand
+    pts[left[1:]] = pts[left[0]] + fingers * torch.tensor([-1.0, 1.0])                  # mirrored fan
+    pts[right[1:]] = pts[right[0]] + fingers
     theta = math.pi - torch.arange(17) * math.pi / 16
     face = [torch.stack([18 * theta.cos(), 20 * theta.sin() - 4], -1)]                    # jaw, nose at 0
     for x0 in (-15, 3):
@@ -45,7 +46,7 @@ def _template() -> torch.Tensor:
         phi = torch.arange(n) * 2 * math.pi / n
         face.append(torch.stack([cx + rx * phi.cos(), cy + ry * phi.sin()], -1))          # eyes, mouth
     face.append(torch.tensor([[-8.0, -5.0], [8.0, -5.0]]))                                 # pupils
-    pts[65:] = torch.cat(face)
+    pts[BODY_135.group_slice("face")] = torch.cat(face)
     return pts
 
 
@@ -60,7 +61,7 @@ def scene(gen: torch.Generator, batch: int = BATCH, people: int = PEOPLE, size: 
     xy = scale[..., None] * torch.stack([x * cos - y * sin, x * sin + y * cos], -1)
     xy = xy + torch.rand(batch, people, 1, 2, generator=gen) * size
     xy = xy + (torch.rand(xy.shape, generator=gen) - 0.5) * 6
-    return torch.cat([xy.clamp(0, size - 1), torch.ones(batch, people, NUM_KEYPOINTS, 1)], dim=-1)
+    return torch.cat([xy.clamp(0, size - 1), torch.ones(batch, people, BODY_135.num_keypoints, 1)], dim=-1)
 
 
 def mixed_sources(kp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,10 +70,10 @@ def mixed_sources(kp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     point. Exercises every mask of spec §3.4 with the default ``paper`` policy."""
     wholebody = ["body", "foot", "face", "lhand", "rhand"]
     kinds = [wholebody] * 5 + [["body", "foot"]] * 3 + [["lhand", "rhand"]] * 2
-    labelled = torch.stack([torch.from_numpy(labelled_keypoints(g)) for g in kinds])[: len(kp)]
+    labelled = torch.stack([torch.from_numpy(BODY_135.labelled(g)) for g in kinds])[: len(kp)]
     kp = kp.clone()
     kp[..., 2] = torch.where(labelled[:, None, :], kp[..., 2], 4.0)
-    kp[:5, ::3, 25:135, 2] = 3
+    kp[:5, ::3, BODY_135.groups["lhand"].start:, 2] = 3                             # hands and face
     return kp, labelled
 
 
@@ -94,7 +95,7 @@ def measure(repeats: int = 15, mixed: bool = True) -> dict:
     torch.set_num_threads(1)
     try:
         kp = scene(torch.Generator().manual_seed(0))
-        everything = torch.ones(BATCH, NUM_KEYPOINTS, dtype=torch.bool)
+        everything = torch.ones(BATCH, BODY_135.num_keypoints, dtype=torch.bool)
         targets = Targets()
         ignore = torch.zeros(BATCH, *targets.grid_size((SIZE, SIZE)))
         out = {}

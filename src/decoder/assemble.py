@@ -12,11 +12,11 @@ import numpy as np
 
 from src.decoder.connections import Connections
 from src.decoder.peaks import Peaks
-from src.skeleton import GROUPS, NUM_KEYPOINTS
+from src.skeleton import BODY_135
 
-FACE = np.array(GROUPS["face"])
-FOOT = np.array(GROUPS["foot"])
-SINGLES = np.arange(0, 19)
+FACE = np.array(BODY_135.groups["face"])
+FOOT = np.array(BODY_135.groups["foot"])
+SINGLES = np.array([*BODY_135.groups["body"], *BODY_135.groups["mpii"]])
 """Points counted one by one: body and MPII (feet are added in the fallback pass)."""
 
 
@@ -51,7 +51,7 @@ def greedy(peaks: Peaks, conns: Connections) -> tuple[np.ndarray, np.ndarray]:
             members[pb], masks[pb] = [], 0
         used.append(c)
     alive = [m for m in members if m]
-    slots = np.full((len(alive), NUM_KEYPOINTS), -1, np.int64)
+    slots = np.full((len(alive), BODY_135.num_keypoints), -1, np.int64)
     for p, m in enumerate(alive):
         slots[p, peaks.part[m]] = m
     return slots, np.asarray(used, np.int64)
@@ -59,7 +59,7 @@ def greedy(peaks: Peaks, conns: Connections) -> tuple[np.ndarray, np.ndarray]:
 
 def pair_scores(slots: np.ndarray, conns: Connections, used: np.ndarray, n_peaks: int) -> np.ndarray:
     """``[P, 152]`` PAF score of each used connection whose two ends both belong to the same person."""
-    out = np.zeros((len(slots), 152), np.float64)
+    out = np.zeros((len(slots), BODY_135.num_pairs), np.float64)
     owner = np.full(n_peaks, -1)
     p, j = np.nonzero(slots >= 0)
     owner[slots[p, j]] = p
@@ -119,7 +119,8 @@ def merge_face_fragments(slots: np.ndarray, peaks: Peaks, margins: tuple[float, 
 def count_parts(found: np.ndarray, with_feet: bool) -> np.ndarray:
     """Counted parts per person: body and MPII points one each, face 1, each hand 1 (feet only if asked)."""
     count = found[:, SINGLES].sum(1) + found[:, FACE].any(1)
-    count = count + found[:, GROUPS["lhand"]].any(1) + found[:, GROUPS["rhand"]].any(1)
+    lhand, rhand = BODY_135.group_slice("lhand"), BODY_135.group_slice("rhand")
+    count = count + found[:, lhand].any(1) + found[:, rhand].any(1)
     return count + found[:, FOOT].sum(1) if with_feet else count
 
 

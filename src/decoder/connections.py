@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from src.decoder.peaks import Peaks, take
-from src.skeleton import NUM_KEYPOINTS, PAIRS_A, PAIRS_B
+from src.skeleton import BODY_135
 
 MAX_SAMPLES = 25
 
@@ -40,15 +40,15 @@ class Connections:
 
 def candidate_pairs(peaks: Peaks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every (pair type, peak of part A, peak of part B) combination as flat arrays ``k, a, b``."""
-    counts = peaks.counts(NUM_KEYPOINTS)
+    counts = peaks.counts(BODY_135.num_keypoints)
     start = np.cumsum(counts) - counts
-    n_a, n_b = counts[PAIRS_A], counts[PAIRS_B]
+    n_a, n_b = counts[BODY_135.pairs_a], counts[BODY_135.pairs_b]
     size = n_a * n_b
     total = int(size.sum())
-    k = np.repeat(np.arange(len(PAIRS_A)), size)
+    k = np.repeat(np.arange(BODY_135.num_pairs), size)
     j = np.arange(total) - np.repeat(np.cumsum(size) - size, size)
-    a = start[PAIRS_A][k] + j // n_b[k]
-    b = start[PAIRS_B][k] + j % n_b[k]
+    a = start[BODY_135.pairs_a][k] + j // n_b[k]
+    b = start[BODY_135.pairs_b][k] + j % n_b[k]
     return k, a, b
 
 

@@ -24,17 +24,18 @@ import torch
 from src.decoder.assemble import greedy, keep_people, merge_face_fragments, pair_scores
 from src.decoder.connections import score_connections
 from src.decoder.peaks import find_peaks
-from src.skeleton import NUM_KEYPOINTS, NUM_PAIRS, PAIRS_A, PAIRS_B, STRIDE, WHOLEBODY_PARTS
+from src.skeleton import BODY_135
 
 PART_POINTS: dict[str, np.ndarray] = {
-    "body": np.array(WHOLEBODY_PARTS["keypoints"]),
-    "foot": np.array(WHOLEBODY_PARTS["foot_kpts"]),
-    "face": np.array(WHOLEBODY_PARTS["face_kpts"]),
-    "lefthand": np.array(WHOLEBODY_PARTS["lefthand_kpts"]),
-    "righthand": np.array(WHOLEBODY_PARTS["righthand_kpts"]),
+    "body": np.array(BODY_135.wholebody_parts["keypoints"]),
+    "foot": np.array(BODY_135.wholebody_parts["foot_kpts"]),
+    "face": np.array(BODY_135.wholebody_parts["face_kpts"]),
+    "lefthand": np.array(BODY_135.wholebody_parts["lefthand_kpts"]),
+    "righthand": np.array(BODY_135.wholebody_parts["righthand_kpts"]),
 }
 PART_PAIRS: dict[str, np.ndarray] = {
-    name: np.nonzero(np.isin(PAIRS_A, idx) & np.isin(PAIRS_B, idx))[0] for name, idx in PART_POINTS.items()
+    name: np.nonzero(np.isin(BODY_135.pairs_a, idx) & np.isin(BODY_135.pairs_b, idx))[0]
+    for name, idx in PART_POINTS.items()
 }
 
 
@@ -86,7 +87,7 @@ class Decoder:
                  inter_threshold: float = 0.05, inter_min_above: float = 0.95,
                  min_parts: int = 3, min_mean_score: float = 0.4, fallback_min_parts: int = 2,
                  fallback_min_mean_score: float = 0.05, face_margins: tuple[float, float] = (0.2, 0.1),
-                 face_overlap: float = 0.3, face_overlap_few: float = 0.01, stride: int = STRIDE):
+                 face_overlap: float = 0.3, face_overlap_few: float = 0.01, stride: int = BODY_135.stride):
         self.peak_threshold = float(peak_threshold)
         self.max_peaks = int(max_peaks)
         self.refine_radius = int(refine_radius)
@@ -100,13 +101,14 @@ class Decoder:
         self.face_overlap = float(face_overlap)
         self.face_overlap_few = float(face_overlap_few)
         self.stride = int(stride)
+        self.layout = BODY_135  # the assembly (src.decoder.assemble) is BODY_135's spec §7.5 as it stands
 
     def __call__(self, maps: torch.Tensor | list[torch.Tensor], input_size: tuple[int, int],
                  scales: list[float] | None = None) -> list[Person]:
         """``maps [439, h, w]`` at ``stride`` (or a list over scales) -> people in ``input_size`` pixels."""
         coarse = None if isinstance(maps, list | tuple) and len(maps) > 1 else maps
         if coarse is not None:
-            coarse = (coarse[0] if isinstance(coarse, list | tuple) else coarse)[:NUM_KEYPOINTS]
+            coarse = (coarse[0] if isinstance(coarse, list | tuple) else coarse)[:self.layout.num_keypoints]
         return self.decode_resized(self.resize(maps, input_size, scales), coarse)
 
     def resize(self, maps: torch.Tensor | list[torch.Tensor], input_size: tuple[int, int],
@@ -121,8 +123,9 @@ class Decoder:
         maps = list(maps) if isinstance(maps, list | tuple) else [maps]
         height, width = int(input_size[0]), int(input_size[1])
         for m in maps:
-            if m.dim() != 3 or m.shape[0] != NUM_KEYPOINTS + 2 * NUM_PAIRS:
-                raise ValueError(f"decode: maps must be [439, h, w], got {tuple(m.shape)}")
+            if m.dim() != 3 or m.shape[0] != self.layout.num_channels:
+                raise ValueError(f"decode: maps must be [{self.layout.num_channels}, h, w], "
+                                 f"got {tuple(m.shape)}")
         if scales is None:
             scales = [m.shape[-1] / maps[0].shape[-1] for m in maps]
         if len(scales) != len(maps):
@@ -141,7 +144,7 @@ class Decoder:
         ``coarse``: the 135 heatmaps at ``stride`` where the peak search starts (sampled from ``maps`` if
         None)."""
         maps = maps.float()
-        heat, pafs = maps[:NUM_KEYPOINTS], maps[NUM_KEYPOINTS:]
+        heat, pafs = maps[:self.layout.num_keypoints], maps[self.layout.num_keypoints:]
         peaks = find_peaks(heat, self.peak_threshold, self.max_peaks, self.refine_radius, self.stride,
                            coarse)
         conns = score_connections(pafs, peaks, self.peak_threshold, self.inter_threshold,
@@ -157,15 +160,14 @@ class Decoder:
                            self.fallback_min_mean_score)
         return self._people(slots[keep], conf[keep], pairs[keep], total[keep], peaks)
 
-    @staticmethod
-    def _people(slots: np.ndarray, conf: np.ndarray, pairs: np.ndarray, total: np.ndarray,
+    def _people(self, slots: np.ndarray, conf: np.ndarray, pairs: np.ndarray, total: np.ndarray,
                 peaks) -> list[Person]:
         """One ``Person`` per row; the scores of all rows are computed together (one person at a time cost
         about 50 µs each)."""
         found = slots >= 0
         at = np.maximum(slots, 0)
         kp = np.stack([np.where(found, peaks.x[at], 0), np.where(found, peaks.y[at], 0), conf], 2)
-        score = total / (NUM_KEYPOINTS + NUM_PAIRS)
+        score = total / (self.layout.num_keypoints + self.layout.num_pairs)
         # C-ordered copies: numpy sums each row of those as it sums a 1-D array, so a person's scores do not
         # depend on who else was found (a fancy-indexed column block would be summed in another order).
         parts = {name: (np.ascontiguousarray(conf[:, idx]).sum(1)

@@ -10,12 +10,12 @@ import cv2
 import numpy as np
 import torch
 
-from src import skeleton
+from src.skeleton import BODY_135
 
 COLOURS = {"body": (0, 165, 255), "mpii": (160, 160, 160), "foot": (255, 128, 0), "lhand": (0, 220, 0),
            "rhand": (220, 0, 220), "face": (255, 255, 255)}  # BGR
-_PAIR_COLOURS = [COLOURS[skeleton.group_of(max(a, b))] for a, b in skeleton.PAIRS]
-_POINT_COLOURS = [COLOURS[skeleton.group_of(k)] for k in range(skeleton.NUM_KEYPOINTS)]
+_PAIR_COLOURS = [COLOURS[BODY_135.group_of(max(a, b))] for a, b in BODY_135.pairs]
+_POINT_COLOURS = [COLOURS[BODY_135.group_of(k)] for k in range(BODY_135.num_keypoints)]
 
 
 def draw_people(image: np.ndarray, people: list[np.ndarray], threshold: float = 0.0) -> np.ndarray:
@@ -30,7 +30,7 @@ def draw_people(image: np.ndarray, people: list[np.ndarray], threshold: float = 
     for kp in people:
         kp = np.asarray(kp, np.float32)
         seen = kp[:, 2] > threshold
-        for (a, b), colour in zip(skeleton.PAIRS, _PAIR_COLOURS, strict=True):
+        for (a, b), colour in zip(BODY_135.pairs, _PAIR_COLOURS, strict=True):
             if seen[a] and seen[b]:
                 cv2.line(out, _pt(kp[a]), _pt(kp[b]), colour, thick, cv2.LINE_AA)
         for k in np.nonzero(seen)[0]:
@@ -52,7 +52,7 @@ def _heat(image: np.ndarray, values: np.ndarray, label: str) -> np.ndarray:
     return panel
 
 
-def montage(image: np.ndarray, maps: torch.Tensor | np.ndarray, num_keypoints: int = skeleton.NUM_KEYPOINTS
+def montage(image: np.ndarray, maps: torch.Tensor | np.ndarray, num_keypoints: int = BODY_135.num_keypoints
             ) -> np.ndarray:
     """One row: the image, then per group the max over its heatmaps, then the max PAF vector length.
 
@@ -60,7 +60,7 @@ def montage(image: np.ndarray, maps: torch.Tensor | np.ndarray, num_keypoints: i
     """
     maps = maps.detach().float().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)
     panels = [np.ascontiguousarray(image)]
-    for name, idx in skeleton.GROUPS.items():
+    for name, idx in BODY_135.groups.items():
         panels.append(_heat(image, maps[list(idx)].max(0), name))
     paf = maps[num_keypoints:].reshape(-1, 2, *maps.shape[1:])  # (P, 2, h, w)
     panels.append(_heat(image, np.sqrt((paf ** 2).sum(1)).max(0), "paf |v|"))

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from src.decoder.decode import Person
-from src.skeleton import GROUPS, to_wholebody133
+from src.skeleton import BODY_135
 
-FACE_70 = list(GROUPS["face"])
-HAND_LEFT_21 = [9, *GROUPS["lhand"]]
-HAND_RIGHT_21 = [10, *GROUPS["rhand"]]
+FACE_70 = list(BODY_135.groups["face"])
+HAND_LEFT_21 = BODY_135.hand("left")
+HAND_RIGHT_21 = BODY_135.hand("right")
 """OpenPose's separate arrays, read from the same person: 70 face points; each hand, body wrist first."""
 
 
@@ -28,7 +28,7 @@ def wholebody_record(person: Person, image_id: int, category_id: int = 1) -> dic
     return {
         "image_id": image_id,
         "category_id": category_id,
-        **to_wholebody133(person.keypoints),
+        **BODY_135.to_wholebody133(person.keypoints),
         "score": round(parts["body"], 6),
         "foot_score": round(parts["foot"], 6),
         "face_score": round(parts["face"], 6),

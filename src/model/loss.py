@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from src import skeleton
+from src.skeleton import BODY_135
 
 LOG_GROUPS = {"body": "body", "mpii": "body", "foot": "foot", "lhand": "hands", "rhand": "hands",
               "face": "face"}
@@ -28,13 +28,13 @@ LOG_GROUPS = {"body": "body", "mpii": "body", "foot": "foot", "lhand": "hands", 
 
 def channel_groups(num_keypoints: int, num_pairs: int) -> dict[str, list[int]]:
     """Output channels (439 layout) per logged group; one group ``all`` for non-BODY_135 layouts."""
-    if (num_keypoints, num_pairs) != (skeleton.NUM_KEYPOINTS, skeleton.NUM_PAIRS):
+    if (num_keypoints, num_pairs) != (BODY_135.num_keypoints, BODY_135.num_pairs):
         return {"all": list(range(num_keypoints + 2 * num_pairs))}
     out: dict[str, list[int]] = {g: [] for g in dict.fromkeys(LOG_GROUPS.values())}
     for k in range(num_keypoints):
-        out[LOG_GROUPS[skeleton.group_of(k)]].append(k)
-    for p, (a, b) in enumerate(skeleton.PAIRS):
-        g = LOG_GROUPS[skeleton.group_of(max(a, b))]
+        out[LOG_GROUPS[BODY_135.group_of(k)]].append(k)
+    for p, (a, b) in enumerate(BODY_135.pairs):
+        g = LOG_GROUPS[BODY_135.group_of(max(a, b))]
         out[g] += [num_keypoints + 2 * p, num_keypoints + 2 * p + 1]
     return out
 
@@ -42,7 +42,8 @@ def channel_groups(num_keypoints: int, num_pairs: int) -> dict[str, list[int]]:
 class StageLoss(nn.Module):
     """Caffe-style masked L2 summed over stages; see the module docstring for the formula and names."""
 
-    def __init__(self, num_keypoints: int = 135, num_pairs: int = 152, peak_weight: float = 1.0,
+    def __init__(self, num_keypoints: int = BODY_135.num_keypoints, num_pairs: int = BODY_135.num_pairs,
+                 peak_weight: float = 1.0,
                  cm_peak_weight: float | None = None, cm_weight: float = 1.0):
         super().__init__()
         self.num_keypoints = num_keypoints
