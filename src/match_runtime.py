@@ -42,7 +42,8 @@ def scale_widths(net_cfg: dict, factor: float) -> dict:
 def measure(net_cfg: dict, metric: str, size: tuple[int, int], device: str, repeats: int) -> float:
     """Latency in ms (``metric=latency``) or GFLOPs (``metric=gflops``) of the network at ``size``."""
     with torch.device("meta") if metric == "gflops" else torch.device("cpu"):
-        net = instantiate({k: v for k, v in net_cfg.items() if k != "backbone_weights"})
+        net = instantiate({**{k: v for k, v in net_cfg.items() if k != "backbone_weights"},
+                           "backbone_init": "none"})  # sizes and timing only: no weights, no download
     if metric == "gflops":
         return cost.gflops(net, size)
     return cost.latency_ms(net, size, device, warmup=1, repeats=repeats)

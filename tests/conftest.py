@@ -19,3 +19,11 @@ def fixtures() -> Path:
     if not FIXTURES.is_dir():
         pytest.skip("../shared/fixtures is absent")
     return FIXTURES
+
+
+@pytest.fixture(autouse=True)
+def _no_backbone_download(monkeypatch):
+    """Tests never download: backbone_init=imagenet without an explicit test server fails fast (port 9)."""
+    from src.model import pretrained
+
+    monkeypatch.setattr(pretrained, "IMAGENET_URL", "http://127.0.0.1:9/vgg19-dcbb9e9d.pth")

@@ -38,7 +38,8 @@ def global_step(path: str | Path) -> int:
     """The optimiser step a training checkpoint was saved at."""
     ckpt = read(path)
     if "global_step" not in ckpt:
-        raise ValueError(f"{path}: no global_step; not a training checkpoint (ckpt_path resumes only those)")
+        raise ValueError(f"{path}: no global_step; not a training checkpoint (ckpt_path resumes only those; "
+                         f"start a new run from its weights with model.init_from={path})")
     return int(ckpt["global_step"])
 
 
@@ -97,6 +98,7 @@ def build_network(model_cfg: DictConfig | dict | None, ckpt_path: str | Path | N
                          "give the model preset (model=<preset>)")
     cfg = saved if saved is not None else net_config(model_cfg)
     cfg.pop("backbone_weights", None)  # a checkpoint or random weights replace any backbone initialisation
+    cfg["backbone_init"] = "none"
     net = instantiate(cfg)
     if tensors is not None:
         try:
@@ -107,3 +109,25 @@ def build_network(model_cfg: DictConfig | dict | None, ckpt_path: str | Path | N
     else:
         log.info("weights: random (no ckpt_path given)")
     return net.eval(), cfg
+
+
+def init_weights(net: nn.Module, path: str | Path, strict: bool = True) -> list[str]:
+    """Copy the network tensors of the checkpoint at ``path`` into ``net`` (``model.init_from``: weights only,
+    no optimiser, schedule or step). Strict: a tensor missing on either side or of another shape is an error
+    naming the first one. Not strict: those tensors keep their initialisation and are returned (and logged),
+    e.g. the output convs of another output layout."""
+    tensors, _, _ = network_state(path)
+    own = net.state_dict()
+    odd = [f"{k}: checkpoint {tuple(v.shape)}, network {tuple(own[k].shape)}"
+           for k, v in tensors.items() if k in own and v.shape != own[k].shape]
+    odd += [f"{k}: not in the network" for k in tensors if k not in own]
+    odd += [f"{k}: not in the checkpoint" for k in own if k not in tensors]
+    if odd and strict:
+        raise ValueError(f"model.init_from={path}: {odd[0]} ({len(odd)} tensors differ; "
+                         "model.init_strict=false keeps those at their initialisation)")
+    fit = {k: v for k, v in tensors.items() if k in own and v.shape == own[k].shape}
+    net.load_state_dict(fit, strict=False)
+    for line in odd:
+        log.warning("init_from: left initialised: %s", line)
+    log.info("weights: %d of %d tensors from %s", len(fit), len(own), path)
+    return odd

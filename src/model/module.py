@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from src.decoder.decode import Decoder
 from src.evaluation.validation import ValidationCollector
 from src.inference import Inference, NetworkModel, normalise
-from src.model import solver
+from src.model import checkpoint, solver
 from src.model.loss import StageLoss
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,8 @@ class PoseModule(L.LightningModule):
 
     def __init__(self, net: dict, input_size: int, optimizer: dict, schedule: dict,
                  decoder: dict | None = None, loss: dict | None = None, channels_last: bool | None = None,
-                 max_bad_steps: int = 20, val_images: int = 4, val_scales: list[float] | None = None):
+                 max_bad_steps: int = 20, val_images: int = 4, val_scales: list[float] | None = None,
+                 init_from: str | None = None, init_strict: bool = True):
         super().__init__()
         net, optimizer, schedule = _plain(net), _plain(optimizer), _plain(schedule)
         decoder, loss, val_scales = _plain(decoder or {}), _plain(loss or {}), _plain(val_scales or [1.0])
@@ -47,7 +48,11 @@ class PoseModule(L.LightningModule):
         if input_size % 8:
             raise ValueError(f"model.input_size must be a multiple of 8, got {input_size}")
         solver.check(optimizer, schedule)
+        if init_from:  # the checkpoint's weights replace the backbone initialisation: skip it (no download)
+            net = {**net, "backbone_init": "none", "backbone_weights": None}
         self.net = instantiate(net)
+        if init_from:  # weights only: optimiser, schedule and step start fresh (unlike ckpt_path)
+            checkpoint.init_weights(self.net, init_from, init_strict)
         self.loss = StageLoss(self.net.num_keypoints, self.net.num_pairs, **loss)
         self.bad_steps = 0    # non-finite losses skipped so far (kept in the checkpoint)
         self.bad_streak = 0   # ... of them in a row

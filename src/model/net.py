@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from src.model import checkpoint
+from src.model import checkpoint, pretrained
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,8 @@ class PoseNet(nn.Module):
 
     def __init__(self, backbone: nn.Module, adapter: list[int], paf_stages: list[list[int]],
                  cm_stages: list[list[int]], num_keypoints: int = 135, num_pairs: int = 152,
-                 backbone_weights: str | None = None, batch_norm: bool = False, zero_outputs: bool = False):
+                 backbone_init: str | None = None, batch_norm: bool = False, zero_outputs: bool = False,
+                 backbone_weights: str | None = None):
         super().__init__()
         if not paf_stages or not cm_stages:
             raise ValueError("need at least one PAF stage and one CM stage")
@@ -154,10 +155,14 @@ class PoseNet(nn.Module):
         if zero_outputs:  # every stage starts at the all-zero prediction instead of ~6x its loss
             for stage in [*self.paf_stages, *self.cm_stages]:
                 nn.init.zeros_(stage.out.weight)
-        if backbone_weights:
-            load_backbone(self.backbone, backbone_weights)
+        if backbone_weights:  # deprecated name of backbone_init=FILE
+            log.warning("model.net.backbone_weights is deprecated: use model.net.backbone_init=%s "
+                        "(it replaces backbone_init=%s here)", backbone_weights, backbone_init)
+            backbone_init = str(backbone_weights)
+        if any(p.is_meta for p in self.backbone.parameters()):
+            log.info("backbone: meta device (sizes only), backbone_init=%s not loaded", backbone_init)
         else:
-            log.info("backbone: random initialisation (no backbone_weights file given)")
+            init_backbone(self.backbone, backbone_init)
 
     @property
     def num_outputs(self) -> int:
@@ -197,6 +202,24 @@ def _init(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
+def init_backbone(backbone: nn.Module, spec: str | None) -> None:
+    """``spec``: ``imagenet`` (torchvision's VGG-19, downloaded once, hash-checked), ``caffe:PATH`` (the
+    released init ``VGG_ILSVRC_19_layers.caffemodel``), a checkpoint or state-dict path
+    (:func:`load_backbone`), or ``none``/null (random). Published weights are folded into this network's
+    input (``pretrained.py``)."""
+    if spec is None or str(spec).lower() in ("", "none", "null", "random"):
+        log.info("backbone: random initialisation (backbone_init none)")
+        return
+    spec = str(spec)
+    if spec == "imagenet" or spec.startswith("caffe:"):
+        if not isinstance(backbone, VGG19):
+            raise ValueError(f"backbone_init={spec}: only the VGG19 backbone has published weights, this is "
+                             f"a {type(backbone).__name__} (use backbone_init=none or a file)")
+        _copy_backbone(backbone, pretrained.backbone_state(spec, backbone.features), spec)
+    else:
+        load_backbone(backbone, spec)
+
+
 def load_backbone(backbone: nn.Module, path: str | Path) -> None:
     """Copy ``features.N.*`` tensors from a torchvision VGG-19 state dict or an earlier checkpoint.
 
@@ -205,19 +228,22 @@ def load_backbone(backbone: nn.Module, path: str | Path) -> None:
     does not have (the VGG classifier) are ignored; a shape mismatch or a backbone conv left unfilled is an
     error naming the key.
     """
-    ckpt = checkpoint.read(path, "backbone_weights")
-    state = checkpoint.strip_prefix(ckpt.get("state_dict", ckpt), "features.", path)
+    ckpt = checkpoint.read(path, "backbone_init")
+    _copy_backbone(backbone, checkpoint.strip_prefix(ckpt.get("state_dict", ckpt), "features.", path), path)
+
+
+def _copy_backbone(backbone: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
     own = backbone.state_dict()
     found = {}
     for name, value in state.items():
         if name in own:
             if own[name].shape != value.shape:
-                raise ValueError(f"backbone_weights {path}: {name} has shape {tuple(value.shape)}, "
+                raise ValueError(f"backbone_init {path}: {name} has shape {tuple(value.shape)}, "
                                  f"the backbone expects {tuple(own[name].shape)}")
             found[name] = value
     missing = [k for k, v in own.items() if k not in found and v.dim() == 4]
     if missing:
-        raise ValueError(f"backbone_weights {path}: no tensor for {missing[0]} "
+        raise ValueError(f"backbone_init {path}: no tensor for {missing[0]} "
                          f"({len(missing)} convs missing)")
     backbone.load_state_dict(found, strict=False)
     log.info("backbone: %d tensors loaded from %s", len(found), path)
