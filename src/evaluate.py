@@ -62,9 +62,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, dict[str, float]]:
     import torch
     from hydra.utils import instantiate
 
+    from src import checkpoint
     from src.evaluation.validation import ValidationCollector
     from src.inference import CHECKPOINT_SUFFIXES, Inference, load_model
-    from src.model import checkpoint
 
     height = cfg.height
     if height is None and Path(cfg.ckpt_path).suffix.lower() in CHECKPOINT_SUFFIXES:

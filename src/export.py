@@ -23,8 +23,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from src.checkpoint import build_network
 from src.inference import NORMALISATION, load_exported
-from src.model.checkpoint import build_network
 from src.model.net import PoseNet
 from src.skeleton import BODY_135
 

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from src import checkpoint
 from src.decoder.decode import Decoder, Person, to_image_pixels
-from src.model import checkpoint
 from src.skeleton import BODY_135
 
 Model = Callable[[torch.Tensor], torch.Tensor]

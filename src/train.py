@@ -20,7 +20,7 @@ import lightning as L  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from src.model import checkpoint  # noqa: E402
+from src import checkpoint  # noqa: E402
 from src.model.module import METRICS_FILE  # noqa: E402
 from src.runs.logs import ResumableCSVLogger, loss_curve  # noqa: E402
 

@@ -12,8 +12,8 @@ import torch
 from hydra import compose, initialize
 from hydra.utils import instantiate
 
+from src.checkpoint import build_network, net_config
 from src.export import Maps, export
-from src.model.checkpoint import build_network, net_config
 from src.skeleton import BODY_135
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,9 +13,9 @@ from hydra import compose, initialize
 from torch import nn
 
 from src.bench.scenes import crowd
+from src.checkpoint import build_network
 from src.export import export
 from src.inference import resize_for_eval
-from src.model.checkpoint import build_network
 from src.predict import predict
 from src.targets import Targets
 

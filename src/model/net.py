@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from src.model import checkpoint, pretrained
+from src import checkpoint, pretrained
 
 log = logging.getLogger(__name__)
 
