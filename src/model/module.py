@@ -18,10 +18,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from src import checkpoint, solver
+from src import checkpoint
 from src.decoder.decode import Decoder
 from src.evaluation.validation import ValidationCollector
 from src.inference import Inference, NetworkModel, normalise
+from src.model import solver
 from src.model.loss import StageLoss
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from src import checkpoint, pretrained
+from src import checkpoint
+from src.model import pretrained
 
 log = logging.getLogger(__name__)
 
