@@ -14,8 +14,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from src import checkpoint
 from src.inference import load_model
-from src.model import caffe, checkpoint
+from src.model import caffe
 from src.model.net import count_parameters
 from tests.caffe_writer import caffemodel, encode_layer, interpret, random_blobs
 from tests.conftest import FIXTURES
