@@ -73,7 +73,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, dict[str, float]]:
         raise ValueError(f"ckpt_path={cfg.ckpt_path} records no input size: give height=...")
     height = int(height)
     inference = Inference(load_model(cfg.ckpt_path, cfg.device), instantiate(cfg.decoder), list(cfg.scales),
-                          cfg.device)
+                          cfg.device, cfg.flip, cfg.precision)
     if cfg.get("data") is not None:
         datamodule = instantiate(cfg.data, val_size=height, targets=None)
         if not datamodule.val_gt:
@@ -91,7 +91,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, dict[str, float]]:
     results = collector.evaluate()
     out = Path(cfg.out)
     for i, (source, (metrics, count)) in enumerate(results.items()):
-        print(f"{source}: {count} images, height {height}, scales {inference.scales}")
+        print(f"{source}: {count} images, height {height}, scales {inference.scales}, flip {inference.flip}")
         print(format_table(metrics))
         path = out if i == 0 else out.with_name(f"{out.stem}_{source}{out.suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ Model = Callable[[torch.Tensor], torch.Tensor]
 NORMALISATION = {"formula": "pixel / 256 - 0.5", "scale": 1 / 256, "offset": -0.5, "channel_order": "BGR",
                  "layout": "NCHW float32"}
 """The released network's input (what exported files record in their metadata)."""
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CHECKPOINT_SUFFIXES = {".ckpt", ".pth"}
 TORCHSCRIPT_SUFFIXES = {".pt", ".ts", ".torchscript"}
 
@@ -68,15 +69,33 @@ def resize_for_eval(image: np.ndarray, size: int, fit: str = "height") -> Resize
     return Resized(img, scale, 0.5 * (scale - 1), (nh, nw))
 
 
-def multiscale_maps(model: Model, x: torch.Tensor, scales: list[float]) -> list[torch.Tensor]:
+def multiscale_maps(model: Model, x: torch.Tensor, scales: list[float], flip: bool = False
+                    ) -> list[torch.Tensor]:
     """The maps of the normalised batch ``x`` at each factor of ``scales`` (image resized by ``s``, padded
-    right/bottom to a multiple of the stride, so coordinates are not shifted), as float32."""
+    right/bottom to a multiple of the stride, so coordinates are not shifted), as float32. ``flip``: each is
+    averaged with the maps of the mirrored input (:func:`unflip`)."""
+    stride = BODY_135.stride
     out = []
     for s in scales:
         xs = x if s == 1 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
         h, w = xs.shape[-2:]
-        out.append(model(F.pad(xs, (0, -w % BODY_135.stride, 0, -h % BODY_135.stride))).float())
+        xs = F.pad(xs, (0, -w % stride, 0, -h % stride))
+        maps = model(xs).float()
+        if flip:
+            maps = unflip(maps, model(xs.flip(-1)).float())
+        out.append(maps)
     return out
+
+
+def unflip(maps: torch.Tensor, mirrored: torch.Tensor) -> torch.Tensor:
+    """The average of ``maps`` and the maps of the mirrored input brought back: flipped left-right (the padded
+    input's width is a multiple of the stride, so cell g maps onto cell W/8 - 1 - g exactly), heatmaps of
+    left and right points swapped, each PAF read from its mirror pair with x negated (``flip_channels``).
+    Channels without a mirror keep ``maps`` alone."""
+    source, sign = BODY_135.flip_channels
+    sign = torch.as_tensor(sign, device=maps.device)[:, None, None]
+    back = mirrored.flip(-1)[:, torch.as_tensor(source, device=maps.device)] * sign
+    return torch.where(sign != 0, (maps + back) / 2, maps)
 
 
 class NetworkModel:
@@ -97,7 +116,9 @@ def load_exported(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
     if path.suffix == ".onnx":
         import onnxruntime as ort
 
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                     if p in ort.get_available_providers()]
+        session = ort.InferenceSession(str(path), providers=providers)
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x})[0]
     module = torch.jit.load(str(path), map_location="cpu").eval()
@@ -129,21 +150,29 @@ class Inference:
     """A model, a decoder and the input scales: uint8 images -> people in original-image pixels.
 
     ``scales`` are factors of the network input (``[2, 1.5, 1, 0.5]`` = the paper's 960/720/480/240 at height
-    480); the maps of every scale are averaged by the decoder (spec §7.2).
+    480); the maps of every scale are averaged by the decoder (spec §7.2). ``flip`` averages each with the
+    maps of the mirrored image. ``precision`` ``bf16``/``fp16`` runs the network under CUDA autocast (the
+    decoder always reads float32 maps); ``fp32`` is the only choice on the CPU.
     """
 
     def __init__(self, model: Model, decoder: Decoder | None = None, scales: list[float] | None = None,
-                 device: str | torch.device | None = None):
-        self.model, self.decoder = model, decoder or Decoder()
+                 device: str | torch.device | None = None, flip: bool = False, precision: str = "fp32"):
+        self.model, self.decoder, self.flip = model, decoder or Decoder(), bool(flip)
         self.scales = [float(s) for s in (scales or [1.0])]
         if min(self.scales) <= 0:
             raise ValueError(f"scales must be positive factors, got {self.scales}")
         self.device = None if device is None else torch.device(device)  # None: where the images are
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        if precision != "fp32" and (self.device is None or self.device.type != "cuda"):
+            raise ValueError(f"precision={precision} needs device=cuda (the CPU path runs in fp32)")
+        self.precision = precision
 
     def maps(self, images: torch.Tensor, scales: list[float] | None = None) -> list[torch.Tensor]:
         """uint8 BGR (or normalised) ``[B, 3, H, W]`` -> the maps at each scale (``self.scales`` if None)."""
         x = normalise(images if self.device is None else images.to(self.device))
-        return multiscale_maps(self.model, x, self.scales if scales is None else scales)
+        with torch.autocast("cuda", dtype=PRECISIONS[self.precision], enabled=self.precision != "fp32"):
+            return multiscale_maps(self.model, x, self.scales if scales is None else scales, self.flip)
 
     def decode(self, per_scale: list[torch.Tensor], input_hw: tuple[int, int], scale: torch.Tensor,
                offset: torch.Tensor) -> list[list[Person]]:

@@ -1,15 +1,19 @@
-"""Whole-body keypoints for images: ``python -m src.predict ckpt_path=MODEL input=IMAGE_OR_DIR out=DIR``.
+"""Whole-body keypoints for images and video: ``python -m src.predict ckpt_path=MODEL input=... out=DIR``.
 
 ``ckpt_path`` is a Lightning checkpoint (``.ckpt``/``.pth``, the network rebuilt from the config saved in
 it), an ONNX file (run by ONNX Runtime) or a TorchScript file (``.pt``/``.ts``), both from ``src.export``.
 Each image goes through :class:`src.inference.Inference`: resized to ``height`` (480 = OpenPose's ``-1x480``;
 the width keeps the aspect ratio), run at every factor of ``scales`` (``[2, 1.5, 1, 0.5]`` = the paper's
-960/720/480/240, averaged), decoded, and its people mapped back to the original pixels. Written into ``out``:
+960/720/480/240, averaged; ``flip=true`` adds the mirrored image), decoded, and its people mapped back to
+the original pixels. For images (a file or a folder), written into ``out``:
 
 - ``<image stem>_keypoints.json`` per image: OpenPose JSON 1.3 (:mod:`src.decoder.writers`);
 - ``<image stem>_overlay.png`` per image: the skeletons drawn over the image (:mod:`src.decoder.draw`);
 - ``results_wholebody.json``: COCO-WholeBody result records of the run, and ``images.json`` naming each
   ``image_id`` (the file stems when all are numbers, as in COCO, else each image's position in the run).
+
+For a video file or a camera index (``input=0``, through OpenCV's ``VideoCapture``): one
+``<stem>_<frame:012d>_keypoints.json`` per frame, as OpenPose names them, and ``<stem>_overlay.mp4``.
 
 Unreadable images are reported and skipped; the others are processed. Settings: ``conf/predict.yaml`` and
 the decoder's ``conf/decoder/default.yaml`` (``decoder.peak_threshold=0.1``); ``--help`` prints the usage.
@@ -36,7 +40,8 @@ from src.inference import Inference, load_model
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-USAGE = "python -m src.predict ckpt_path=MODEL input=IMAGE_OR_DIR out=DIR"
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
+USAGE = "python -m src.predict ckpt_path=MODEL input=IMAGE_OR_DIR|VIDEO|CAMERA_INDEX out=DIR"
 
 
 def list_images(input_path: str | Path) -> list[Path]:
@@ -61,15 +66,30 @@ def image_ids(files: list[Path]) -> list[int]:
 
 
 def predict(cfg: DictConfig) -> dict:
-    """Run ``cfg.ckpt_path`` over ``cfg.input``; write everything into ``cfg.out``; return a summary."""
+    """Run ``cfg.ckpt_path`` over ``cfg.input`` (images, a video file or a camera index); write everything
+    into ``cfg.out``; return a summary."""
     missing = [k for k in ("ckpt_path", "input") if OmegaConf.is_missing(cfg, k)]
     if missing:
         raise ValueError(f"give {missing[0]}=... ({USAGE})")
-    files = list_images(cfg.input)
+    source = str(cfg.input)
+    is_video = source.isdigit() or Path(source).suffix.lower() in VIDEO_SUFFIXES
+    files = None if is_video else list_images(source)
     inference = Inference(load_model(cfg.ckpt_path, cfg.device), instantiate(cfg.decoder), list(cfg.scales),
-                          cfg.device)
+                          cfg.device, cfg.flip, cfg.precision)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    if is_video:
+        return predict_video(cfg, inference, source, out)
+    return predict_images(cfg, inference, files, out)
+
+
+def _people(inference: Inference, image, height: int) -> list:
+    with torch.inference_mode():
+        return inference.image(image, height)
+
+
+def predict_images(cfg: DictConfig, inference: Inference, files: list[Path], out: Path) -> dict:
+    """One OpenPose JSON (and overlay) per image, plus the run's COCO-WholeBody records and image list."""
     records, images, skipped = [], [], []
     ids = image_ids(files)
     for iid, path in zip(ids, tqdm(files, desc="predict", unit="img", disable=not cfg.progress), strict=True):
@@ -78,8 +98,7 @@ def predict(cfg: DictConfig) -> dict:
             skipped.append({"file": str(path), "reason": "unreadable image (cv2.imread failed)"})
             log.warning("skipped %s: unreadable image", path)
             continue
-        with torch.inference_mode():
-            people = inference.image(image, int(cfg.height))
+        people = _people(inference, image, int(cfg.height))
         write_openpose_json(people, out / f"{path.stem}_keypoints.json")
         if cfg.overlay:
             cv2.imwrite(str(out / f"{path.stem}_overlay.png"),
@@ -93,6 +112,62 @@ def predict(cfg: DictConfig) -> dict:
     print(f"predict: {len(images)} images, {len(records)} people, {len(skipped)} skipped -> {out}")
     for item in skipped:
         print(f"  skipped {item['file']}: {item['reason']}", file=sys.stderr)
+    return summary
+
+
+def open_video(source: str) -> tuple[cv2.VideoCapture, str]:
+    """(an opened capture, the stem its files are named by) for a camera index or a video file."""
+    if source.isdigit():
+        capture = cv2.VideoCapture(int(source))
+        if not capture.isOpened():
+            raise FileNotFoundError(f"input={source}: camera {source} cannot be opened")
+        return capture, f"camera{source}"
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"input: no file at {path}")
+    capture = cv2.VideoCapture(str(path))
+    ok = capture.isOpened() and capture.grab()
+    if not ok:
+        capture.release()
+        raise ValueError(f"input={path}: not a video OpenCV can read (no frame decodes)")
+    capture.release()
+    return cv2.VideoCapture(str(path)), path.stem
+
+
+def predict_video(cfg: DictConfig, inference: Inference, source: str, out: Path) -> dict:
+    """Frame by frame: ``<stem>_<frame:012d>_keypoints.json`` (OpenPose's naming) and ``<stem>_overlay.mp4``.
+    Ctrl-C stops after the frame being decoded; every finished frame stays written."""
+    capture, stem = open_video(source)
+    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    writer, frames, people_count, stopped = None, 0, 0, False
+    bar = tqdm(total=total, desc="predict", unit="frame", disable=not cfg.progress)
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            people = _people(inference, frame, int(cfg.height))
+            write_openpose_json(people, out / f"{stem}_{frames:012d}_keypoints.json")
+            if cfg.overlay:
+                if writer is None:
+                    writer = cv2.VideoWriter(str(out / f"{stem}_overlay.mp4"),
+                                             cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.shape[1::-1])
+                writer.write(draw.draw_people(frame, [p.keypoints for p in people]))
+            frames, people_count = frames + 1, people_count + len(people)
+            bar.update(1)
+    except KeyboardInterrupt:
+        stopped = True
+    finally:
+        bar.close()
+        capture.release()
+        if writer is not None:
+            writer.release()
+    if frames == 0:
+        raise ValueError(f"input={source}: no frame could be read")
+    summary = {"processed": frames, "skipped": 0, "people": people_count, "out": str(out),
+               "interrupted": stopped}
+    print(f"predict: {frames} frames, {people_count} people{' (interrupted)' if stopped else ''} -> {out}")
     return summary
 
 

@@ -45,6 +45,7 @@ class Layout:
     group_flip:      group -> its mirror group (groups not listed map onto themselves).
     sigmas:          Gaussian sigma per keypoint in input pixels.
     wholebody_parts: COCO-WholeBody field -> the indices it is read from (in that field's order).
+    limbs:           part -> the lines a skeleton drawing joins, by name (anatomical chains, not PAF pairs).
     stride:          input pixels per output cell.
     """
 
@@ -57,6 +58,7 @@ class Layout:
     group_flip: dict[str, str]
     sigmas: tuple[float, ...]
     wholebody_parts: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    limbs: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     stride: int = 8
 
     def __post_init__(self):
@@ -150,6 +152,29 @@ class Layout:
             perm[a], perm[b] = b, a
         return perm
 
+    @cached_property
+    def flip_channels(self) -> tuple[np.ndarray, np.ndarray]:
+        """(source channel, sign) per output channel for maps of a mirrored image: ``maps[c] =
+        sign[c] * mirrored_maps[source[c]]`` after flipping them back left-right. Heatmap k reads its mirror
+        point's; PAF pair (a, b) reads the pair joining the mirrors of a and b, its x negated by the mirror
+        and both components negated when that pair runs the other way (b' -> a'). A pair whose mirror is not
+        a pair of the layout (BODY_135's eye rings are not mirror-symmetric) has sign 0: no mirrored value."""
+        k = self.num_keypoints
+        source = np.arange(self.num_channels)
+        sign = np.ones(self.num_channels, np.float32)
+        source[:k] = self.flip_index
+        where = {pair: p for p, pair in enumerate(self.pairs)}
+        for p, (a, b) in enumerate(self.pairs):
+            fa, fb = int(self.flip_index[a]), int(self.flip_index[b])
+            q, reverse = (where[fa, fb], False) if (fa, fb) in where else (where.get((fb, fa)), True)
+            channels = slice(k + 2 * p, k + 2 * p + 2)
+            if q is None:
+                sign[channels] = 0.0
+                continue
+            source[channels] = (k + 2 * q, k + 2 * q + 1)
+            sign[channels] = (1.0, -1.0) if reverse else (-1.0, 1.0)
+        return source, sign
+
     def flip_groups(self, groups: list[str]) -> list[str]:
         """The groups a mirrored sample labels (left and right hands swap)."""
         return sorted(self.group_flip.get(g, g) for g in groups)
@@ -242,6 +267,36 @@ _FACE_FLIP = ([(f"FaceContour{i}", f"FaceContour{16 - i}") for i in range(8)]
               + [("IMouth0", "IMouth4"), ("IMouth1", "IMouth3"), ("IMouth7", "IMouth5")]
               + [("RPupil", "LPupil")])
 
+# -- the skeleton as drawn (OpenPose's rendering joins anatomical neighbours, not the 152 PAF pairs) --------
+def _chain(*names: str, closed: bool = False) -> list[tuple[str, str]]:
+    ring = (*names, names[0]) if closed else names
+    return list(zip(ring[:-1], ring[1:], strict=True))
+
+
+def _hand_limbs(side: str) -> tuple[tuple[str, str], ...]:
+    return tuple(pair for finger, joints in _FINGERS
+                 for pair in _chain(f"{side}Wrist", *(f"{side}{finger}{j}" for j in joints)))
+
+
+_LIMBS = {
+    "body": tuple(_chain("LEar", "LEye", "Nose", "REye", "REar") + _chain("LWrist", "LElbow", "LShoulder",
+                  "RShoulder", "RElbow", "RWrist") + _chain("LShoulder", "LHip", "RHip", "RShoulder")
+                  + _chain("LHip", "LKnee", "LAnkle") + _chain("RHip", "RKnee", "RAnkle")),
+    "mpii": tuple(_chain("LShoulder", "UpperNeck", "RShoulder") + _chain("UpperNeck", "HeadTop")),
+    "foot": tuple(_chain("LAnkle", "LBigToe", "LSmallToe") + _chain("LAnkle", "LHeel")
+                  + _chain("RAnkle", "RBigToe", "RSmallToe") + _chain("RAnkle", "RHeel")),
+    "lhand": _hand_limbs("L"),
+    "rhand": _hand_limbs("R"),
+    "face": tuple(_chain(*(f"FaceContour{i}" for i in range(17)))
+                  + _chain(*(f"REyeBrow{i}" for i in range(5))) + _chain(*(f"LEyeBrow{i}" for i in range(5)))
+                  + _chain(*(f"NoseUpper{i}" for i in range(4)))
+                  + _chain(*(f"NoseLower{i}" for i in range(5)))
+                  + _chain(*(f"REye{i}" for i in range(6)), closed=True)
+                  + _chain(*(f"LEye{i}" for i in range(6)), closed=True)
+                  + _chain(*(f"OMouth{i}" for i in range(12)), closed=True)
+                  + _chain(*(f"IMouth{i}" for i in range(8)), closed=True)),
+}
+
 # -- Gaussian sigma per keypoint in input pixels (spec §3.2): 7 body/foot/MPII, 7 x 5.75/7 hands and face --
 _SIGMA_BODY, _SIGMA_SMALL = 7.0, 5.75
 
@@ -266,6 +321,7 @@ BODY_135 = Layout(
         "lefthand_kpts": (*_at("LWrist"), *_GROUPS["lhand"]),
         "righthand_kpts": (*_at("RWrist"), *_GROUPS["rhand"]),
     },
+    limbs=_LIMBS,
     stride=8,
 )
 """The OpenPose whole-body layout: 135 keypoints, 152 PAF pairs, 439 output channels."""

@@ -173,3 +173,55 @@ def test_cli_help_and_the_deprecated_model_argument(scene, tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert old.returncode == 0, old.stderr[-2000:]
     assert "model=FILE is deprecated" in old.stderr and "1 images, 2 people" in old.stdout
+
+
+def _video(path: Path, frames: list[np.ndarray]) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, frames[0].shape[1::-1])
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_video_frames_are_named_as_openpose_names_them(scene, tmp_path):
+    images, model, people = scene
+    frame = cv2.imread(str(images / "crowd.png"))
+    clip = _video(tmp_path / "clip.avi", [frame] * 3)
+    summary = _run(model, clip, tmp_path / "out")
+    assert summary["processed"] == 3 and summary["people"] == 6 and not summary["interrupted"]
+    names = sorted(p.name for p in (tmp_path / "out").glob("*_keypoints.json"))
+    assert names == [f"clip_{i:012d}_keypoints.json" for i in range(3)]
+    assert _body_error(_keypoints(tmp_path / "out" / names[2]), people) < 3.0
+    overlay = cv2.VideoCapture(str(tmp_path / "out" / "clip_overlay.mp4"))
+    assert int(overlay.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    ok, first = overlay.read()
+    assert ok and first.shape == frame.shape
+
+
+def test_ctrl_c_keeps_every_finished_frame(scene, tmp_path, monkeypatch):
+    images, model, _ = scene
+    clip = _video(tmp_path / "clip.avi", [cv2.imread(str(images / "crowd.png"))] * 4)
+    from src.inference import Inference
+
+    real, calls = Inference.image, []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Inference, "image", interrupted)
+    summary = _run(model, clip, tmp_path / "out")
+    assert summary["interrupted"] and summary["processed"] == 2
+    assert len(list((tmp_path / "out").glob("clip_*_keypoints.json"))) == 2
+    assert int(cv2.VideoCapture(str(tmp_path / "out" / "clip_overlay.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == 2
+
+
+def test_bad_video_inputs_are_named(scene, tmp_path):
+    _, model, _ = scene
+    (tmp_path / "notes.mp4").write_text("not a video")
+    with pytest.raises(ValueError, match="notes.mp4: not a video"):
+        _run(model, tmp_path / "notes.mp4", tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match="camera 9 cannot be opened"):
+        _run(model, 9, tmp_path / "out")

@@ -1,10 +1,15 @@
 """Pictures of predictions: skeleton overlays and heatmap/PAF montages (BGR uint8 images, cv2).
 
 Used by validation (``src/evaluation/validation.py``) and prediction: ``draw_people(image, [kp135x3, ...])``.
-Body, MPII, feet, left hand, right hand and face each have their own colour.
+Skeletons are drawn as OpenPose renders them: the layout's anatomical limbs (``BODY_135.limbs``: body, MPII,
+feet, each finger, the face contours), not the 152 PAF pairs; body limbs each in their own hue, feet, the
+fingers of each hand and the face in theirs; every limb blended with an opacity that follows the confidence
+of its weaker end.
 """
 
 from __future__ import annotations
+
+import colorsys
 
 import cv2
 import numpy as np
@@ -12,29 +17,74 @@ import torch
 
 from src.skeleton import BODY_135
 
-COLOURS = {"body": (0, 165, 255), "mpii": (160, 160, 160), "foot": (255, 128, 0), "lhand": (0, 220, 0),
-           "rhand": (220, 0, 220), "face": (255, 255, 255)}  # BGR
-_PAIR_COLOURS = [COLOURS[BODY_135.group_of(max(a, b))] for a, b in BODY_135.pairs]
-_POINT_COLOURS = [COLOURS[BODY_135.group_of(k)] for k in range(BODY_135.num_keypoints)]
+MIN_ALPHA = 0.35
+"""Opacity of a limb whose weaker end has confidence 0; confidence 1 draws it opaque."""
+
+
+def _hues(n: int, start: float, span: float) -> list[tuple[int, int, int]]:
+    """``n`` saturated BGR colours with hues spread over ``span`` of the wheel from ``start``."""
+    out = []
+    for i in range(n):
+        r, g, b = colorsys.hsv_to_rgb((start + span * i / max(n, 1)) % 1.0, 0.9, 1.0)
+        out.append((int(255 * b), int(255 * g), int(255 * r)))
+    return out
+
+
+def _limb_table(layout=BODY_135) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """(``[L, 2]`` point indices of every limb, a BGR colour per limb)."""
+    pairs, colours = [], []
+    palette = {"body": _hues(len(layout.limbs.get("body", ())), 0.0, 0.8),
+               "mpii": [(170, 170, 170)] * len(layout.limbs.get("mpii", ())),
+               "foot": _hues(len(layout.limbs.get("foot", ())), 0.45, 0.2),
+               "face": [(255, 255, 255)] * len(layout.limbs.get("face", ()))}
+    for side, start in (("lhand", 0.0), ("rhand", 0.5)):  # one hue per finger, each hand its half
+        palette[side] = [c for c in _hues(5, start, 0.45) for _ in range(4)]
+    for part, limbs in layout.limbs.items():
+        for (a, b), colour in zip(limbs, palette[part], strict=True):
+            pairs.append((layout.index(a), layout.index(b)))
+            colours.append(colour)
+    return np.asarray(pairs, np.int64).reshape(-1, 2), colours
+
+
+LIMBS, LIMB_COLOURS = _limb_table()
+_POINT_COLOURS = np.zeros((BODY_135.num_keypoints, 3), np.int64)
+for (_a, _b), _colour in zip(LIMBS, LIMB_COLOURS, strict=True):
+    _POINT_COLOURS[_b] = _colour  # a point takes the colour of the limb that ends at it
+_POINT_COLOURS[LIMBS[0, 0]] = LIMB_COLOURS[0]
+_SMALL = np.zeros(BODY_135.num_keypoints, bool)  # face and hand points: drawn at half the radius
+for _group in ("lhand", "rhand", "face"):
+    _SMALL[BODY_135.group_slice(_group)] = True
 
 
 def draw_people(image: np.ndarray, people: list[np.ndarray], threshold: float = 0.0) -> np.ndarray:
     """Copy of ``image`` (BGR uint8) with each person's ``[135, 3]`` (x, y, confidence) drawn over it.
 
-    A point is drawn when its confidence is above ``threshold``; a limb when both its ends are.
-    Line width and point radius follow the image size.
+    A point is drawn when its confidence is above ``threshold``; a limb when both its ends are, with opacity
+    ``MIN_ALPHA + (1 - MIN_ALPHA) * min(confidences)``. Line width and point radius follow the image size.
     """
     out = np.ascontiguousarray(image.copy())
-    size = max(out.shape[:2])
-    thick, radius = max(1, size // 320), max(1, size // 200)
+    h, w = out.shape[:2]
+    thick, radius = max(1, max(h, w) // 320), max(1, max(h, w) // 250)
+    pad = thick + 2
     for kp in people:
         kp = np.asarray(kp, np.float32)
-        seen = kp[:, 2] > threshold
-        for (a, b), colour in zip(BODY_135.pairs, _PAIR_COLOURS, strict=True):
-            if seen[a] and seen[b]:
-                cv2.line(out, _pt(kp[a]), _pt(kp[b]), colour, thick, cv2.LINE_AA)
+        seen = (kp[:, 2] > threshold) & np.isfinite(kp).all(1)
+        for (a, b), colour in zip(LIMBS, LIMB_COLOURS, strict=True):
+            if not (seen[a] and seen[b]):
+                continue
+            pa, pb = _pt(kp[a]), _pt(kp[b])
+            x0, x1 = max(0, min(pa[0], pb[0]) - pad), min(w, max(pa[0], pb[0]) + pad + 1)
+            y0, y1 = max(0, min(pa[1], pb[1]) - pad), min(h, max(pa[1], pb[1]) + pad + 1)
+            if x0 >= x1 or y0 >= y1:
+                continue
+            roi = out[y0:y1, x0:x1]
+            layer = roi.copy()
+            cv2.line(layer, (pa[0] - x0, pa[1] - y0), (pb[0] - x0, pb[1] - y0), colour, thick, cv2.LINE_AA)
+            alpha = MIN_ALPHA + (1 - MIN_ALPHA) * float(np.clip(min(kp[a, 2], kp[b, 2]), 0, 1))
+            cv2.addWeighted(layer, alpha, roi, 1 - alpha, 0, dst=roi)
         for k in np.nonzero(seen)[0]:
-            cv2.circle(out, _pt(kp[k]), radius, _POINT_COLOURS[k], -1, cv2.LINE_AA)
+            r = max(1, radius // 2) if _SMALL[k] else radius
+            cv2.circle(out, _pt(kp[k]), r, tuple(int(c) for c in _POINT_COLOURS[k]), -1, cv2.LINE_AA)
     return out
 
 

@@ -41,6 +41,7 @@ class PoseModule(L.LightningModule):
     def __init__(self, net: dict, input_size: int, optimizer: dict, schedule: dict,
                  decoder: dict | None = None, loss: dict | None = None, channels_last: bool | None = None,
                  max_bad_steps: int = 20, val_images: int = 4, val_scales: list[float] | None = None,
+                 val_flip: bool = False,
                  init_from: str | None = None, init_strict: bool = True):
         super().__init__()
         net, optimizer, schedule = _plain(net), _plain(optimizer), _plain(schedule)
@@ -62,7 +63,7 @@ class PoseModule(L.LightningModule):
         if min(self.val_scales) <= 0:
             raise ValueError(f"model.val_scales must be positive factors, got {self.val_scales}")
         decoder = instantiate(decoder) if "_target_" in decoder else Decoder(**decoder)
-        self.inference = Inference(NetworkModel(self.net), decoder, self.val_scales)
+        self.inference = Inference(NetworkModel(self.net), decoder, self.val_scales, flip=val_flip)
         self.collector = ValidationCollector(val_images)
         self.last_metrics: dict | None = None  # {part: {stat: value}} of the last validation
 
@@ -152,7 +153,8 @@ class PoseModule(L.LightningModule):
         if "target" in batch:
             losses, outs = self._losses(batch)
             self.log("val/loss", losses["total"], on_epoch=True, batch_size=batch["image"].shape[0])
-            maps[1.0] = self.net.maps(outs).float()
+            if not self.inference.flip:  # with flip, scale 1 needs the mirrored pass as well
+                maps[1.0] = self.net.maps(outs).float()
         others = [s for s in self.val_scales if s not in maps]
         maps.update(zip(others, self.inference.maps(batch["image"], others), strict=True))
         per_scale = [maps[s] for s in self.val_scales]
