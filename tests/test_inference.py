@@ -1,4 +1,4 @@
-"""src.inference: the flip test's channel bookkeeping, the precision switch, and the OpenPose-style overlay."""
+"""src.inference: the flip test's channel bookkeeping, the precision switch; the OpenPose-style overlay."""
 
 import numpy as np
 import pytest

@@ -215,7 +215,8 @@ def test_ctrl_c_keeps_every_finished_frame(scene, tmp_path, monkeypatch):
     summary = _run(model, clip, tmp_path / "out")
     assert summary["interrupted"] and summary["processed"] == 2
     assert len(list((tmp_path / "out").glob("clip_*_keypoints.json"))) == 2
-    assert int(cv2.VideoCapture(str(tmp_path / "out" / "clip_overlay.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == 2
+    overlay = cv2.VideoCapture(str(tmp_path / "out" / "clip_overlay.mp4"))
+    assert int(overlay.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
 
 
 def test_bad_video_inputs_are_named(scene, tmp_path):
