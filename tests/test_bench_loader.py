@@ -1,4 +1,4 @@
-"""The loader benchmark reads shards written by the project's own writer (functional only: no timing)."""
+"""The benches read what the project writes and find what they time (functional only: no timing)."""
 
 import json
 import tarfile
@@ -19,3 +19,12 @@ def test_bench_shards_are_the_writers_format_and_load(tmp_path):
     assert tuple(batch["image"].shape) == (loader.BATCH, 3, loader.CROP, loader.CROP)
     assert tuple(batch["keypoints"].shape[2:]) == (135, 3)
     assert (batch["keypoints"][..., 2] <= 1).any()  # labelled people arrive
+
+
+def test_predict_bench_finds_the_crowd_and_splits_its_time():
+    from src.bench import predict
+
+    figures = predict.run(repeats=1)
+    assert figures["predict_people_found"] == predict.PEOPLE
+    parts = [figures[f"predict_{p}_ms"] for p in ("network", "decode", "write")]
+    assert all(p > 0 for p in parts) and abs(sum(parts) - figures["predict_ms_per_image"]) < 0.2

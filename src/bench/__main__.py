@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-AREAS = ["targets", "decode", "sharding", "loader"]
+AREAS = ["targets", "decode", "predict", "sharding", "loader"]
 
 
 def machine() -> dict:
