@@ -90,7 +90,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, dict[str, float]]:
             collector.add(batch, people, per_scale[0])
     results = collector.evaluate()
     out = Path(cfg.out)
-    for i, (source, (metrics, count)) in enumerate(results.items()):
+    for i, (source, (metrics, count, _)) in enumerate(results.items()):
         print(f"{source}: {count} images, height {height}, scales {inference.scales}, flip {inference.flip}")
         print(format_table(metrics))
         path = out if i == 0 else out.with_name(f"{out.stem}_{source}{out.suffix}")

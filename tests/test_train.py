@@ -249,3 +249,34 @@ def test_any_loader_delivering_the_batch_contract_trains_the_module(tmp_path):
     assert trainer.global_step == 4 and trainer.datamodule is None
     assert module.skipped_samples == 2  # counted from the batches' own ``skipped``
     assert loss() < before
+
+
+def test_each_val_source_is_scored_on_the_parts_it_labels(shards, tmp_path):
+    """A whole-body, a face-only and a hand-only val set at once: each logs val/<source>/<part>/... for its
+    own parts; the first is also the headline val/<part>/... that best.ckpt tracks."""
+    run = tmp_path / "run"
+    out = train(tiny_cfg(shards, run, "trainer.max_steps=2", "trainer.val_check_interval=2",
+                         "model.val_scales=[1.0]", "+data.val.synth_face={urls:null,gt:null,policy:face}",
+                         "+data.val.synth_hand={urls:null,gt:null,policy:hand}"))
+    per_source = json.loads((run / "last_metrics_per_source.json").read_text())
+    assert list(per_source) == ["synth_wholebody", "synth_face", "synth_hand"]
+    assert per_source["synth_wholebody"] == out["metrics"]  # labels every part
+    assert set(per_source["synth_face"]) == set(out["metrics"])  # synthetic val images label every part
+    with open(run / "metrics.csv", newline="") as f:
+        columns = set(next(csv.reader(f)))
+    assert {"val/synth_face/face/AP", "val/synth_hand/lefthand/AP", "val/synth_wholebody/body/AP",
+            "val/body/AP", "val/wholebody/AP"} <= columns
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_a_source_is_scored_on_the_parts_it_labels_only():
+    from src.evaluation.validation import _labels
+    from src.skeleton import BODY_135
+
+    parts = ["body", "foot", "face", "lefthand", "righthand", "wholebody", "hand"]
+    scored = lambda groups: [p for p in parts if _labels(BODY_135.labelled(groups), p)]  # noqa: E731
+    assert scored(["face"]) == ["face"]  # nose and eyes derived from a face do not make a body set
+    assert scored(["rhand"]) == ["righthand"]
+    assert scored(["lhand", "rhand"]) == ["lefthand", "righthand", "hand"]
+    assert scored(["body", "foot"]) == ["body", "foot"] and scored(["body", "mpii"]) == ["body"]
+    assert scored(list(BODY_135.groups)) == parts

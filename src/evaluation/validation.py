@@ -18,7 +18,8 @@ import torch.distributed as dist
 from src.decoder import draw
 from src.decoder.decode import Person
 from src.decoder.writers import wholebody_records
-from src.evaluation.evaluator import evaluate_wholebody
+from src.evaluation.evaluator import PART_FIELDS, evaluate_wholebody
+from src.skeleton import BODY_135
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class ValidationCollector:
     def reset(self) -> None:
         self.records: dict[str, dict[int, list[dict]]] = {}  # val source -> image id -> result records
         self.gts: dict[str, str] = {}  # val source -> its gt.json, in the order first seen
+        self.labelled: dict[str, np.ndarray] = {}  # val source -> bool[K]: the points its samples label
         self.samples: list[tuple[np.ndarray, torch.Tensor, list[np.ndarray]]] = []
 
     def add(self, batch: dict, people: list[list[Person]], maps: torch.Tensor) -> None:
@@ -42,6 +44,8 @@ class ValidationCollector:
         for i, found in enumerate(people):
             image_id, source = int(batch["image_id"][i]), batch["source"][i]
             self.gts.setdefault(source, batch["gt"][i])
+            mine = batch["labelled"][i].cpu().numpy().astype(bool)
+            self.labelled[source] = self.labelled.get(source, np.zeros_like(mine)) | mine
             self.records.setdefault(source, {})[image_id] = wholebody_records(found, image_id)
             if len(self.samples) < self.num_images:
                 ih, iw = (int(v) for v in batch["input_size"][i])
@@ -52,26 +56,30 @@ class ValidationCollector:
                          for p in found]
                 self.samples.append((image, maps[i, :, : ih // 8, : iw // 8].cpu(), drawn))
 
-    def evaluate(self) -> dict[str, tuple[dict, int]]:
+    def evaluate(self) -> dict[str, tuple[dict, int, list[str]]]:
         """Gather every rank's records (one collective), keep one copy per image id, score each val source
-        against its GT. -> {source: (metrics, images scored)}, sources in the order rank 0, then rank 1 ...
-        first saw them (the first one listed in ``data.val`` whenever rank 0 reads a shard of it)."""
-        parts = [(self.gts, self.records)]
+        against its GT. -> {source: (metrics, images scored, the parts the source labels)}, sources in the
+        order rank 0, then rank 1 ... first saw them (the first one listed in ``data.val`` whenever rank 0
+        reads a shard of it)."""
+        parts = [(self.gts, self.records, self.labelled)]
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             parts = [None] * dist.get_world_size()
-            dist.all_gather_object(parts, (self.gts, self.records))
+            dist.all_gather_object(parts, (self.gts, self.records, self.labelled))
         gts: dict[str, str] = {}
-        for part_gts, _ in parts:
+        labelled: dict[str, np.ndarray] = {}
+        for part_gts, _, part_labelled in parts:
             for source, gt in part_gts.items():
                 gts.setdefault(source, gt)
+                labelled[source] = labelled.get(source, part_labelled[source]) | part_labelled[source]
         out = {}
         for source, gt in gts.items():
             merged: dict[int, list[dict]] = {}
-            for _, part in parts:
+            for _, part, _ in parts:
                 for image_id, recs in part.get(source, {}).items():
                     merged.setdefault(image_id, recs)
             preds = [r for recs in merged.values() for r in recs]
-            out[source] = (evaluate_wholebody(gt, preds), len(merged))
+            metrics = evaluate_wholebody(gt, preds)
+            out[source] = (metrics, len(merged), [p for p in metrics if _labels(labelled[source], p)])
         return out
 
     def write_pictures(self, out_dir: Path, step: int, loggers: list) -> None:
@@ -88,6 +96,13 @@ class ValidationCollector:
             if hasattr(logger, "log_image"):  # WandbLogger: RGB
                 logger.log_image(key="val/pictures", images=[p[..., ::-1].copy() for p in files.values()],
                                  step=step, caption=list(files))
+
+
+def _labels(labelled: np.ndarray, part: str) -> bool:
+    """Whether a source labelling the points ``labelled`` labels the COCO-WholeBody ``part`` (every point of
+    its fields; ``hand``: both hands): a face set, which also derives nose and eyes, is not a body set."""
+    fields = PART_FIELDS.get(part, PART_FIELDS["lefthand"] + PART_FIELDS["righthand"])
+    return all(labelled[list(BODY_135.wholebody_parts[f])].all() for f in fields)
 
 
 def _stack(pictures: list[np.ndarray], axis: int) -> np.ndarray:

@@ -28,6 +28,7 @@ from src.model.loss import StageLoss
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "last_metrics.json"  # in the run dir: the last validation's {part: {stat: value}}
+SOURCES_FILE = "last_metrics_per_source.json"  # {source: {part: {stat: value}}} when there are several
 
 
 class NonFiniteLossError(RuntimeError):
@@ -163,17 +164,19 @@ class PoseModule(L.LightningModule):
         self.collector.add(batch, people, maps[1.0] if 1.0 in self.val_scales else per_scale[0])
 
     def on_validation_epoch_end(self) -> None:
-        """Gather every rank's records once, evaluate the six parts, log AP/AR, write pictures.
+        """Gather every rank's records once, evaluate each val source, log AP/AR, write pictures.
 
-        The first val source is the headline (``val/<part>/<stat>``, what best.ckpt tracks); any other source
-        logs as ``val/<source>/<part>/<stat>``.
+        Every source logs ``val/<source>/<part>/<stat>`` for the parts it labels (a face set is scored on
+        faces only, a right-hand set on right hands); the first source is also the headline,
+        ``val/<part>/<stat>`` (what ``callbacks.best.monitor`` tracks by default).
         """
         results = self.collector.evaluate()
-        for i, (source, (metrics, count)) in enumerate(results.items()):
-            prefix = "val" if i == 0 else f"val/{source}"
-            self.log_dict({f"{prefix}/{part}/{stat}": v for part, stats in metrics.items()
-                           for stat, v in stats.items() if stat in ("AP", "AR")})
-            self.log(f"{prefix}/images", float(count))
+        for i, (source, (metrics, count, labelled)) in enumerate(results.items()):
+            scored = {part: metrics[part] for part in labelled}
+            for prefix in (f"val/{source}", "val") if i == 0 else (f"val/{source}",):
+                self.log_dict({f"{prefix}/{part}/{stat}": v for part, stats in scored.items()
+                               for stat, v in stats.items() if stat in ("AP", "AR")})
+                self.log(f"{prefix}/images", float(count))
             if i == 0:
                 self.log("val/step", float(self.global_step))
                 self.last_metrics = metrics
@@ -181,8 +184,11 @@ class PoseModule(L.LightningModule):
             run_dir = Path(self.trainer.default_root_dir)
             if self.last_metrics is not None:  # also read back by train() after ddp_spawn
                 (run_dir / METRICS_FILE).write_text(json.dumps(self.last_metrics, indent=2) + "\n")
+            if len(results) > 1:
+                per_source = {source: {part: metrics[part] for part in labelled}
+                              for source, (metrics, _, labelled) in results.items()}
+                (run_dir / SOURCES_FILE).write_text(json.dumps(per_source, indent=2) + "\n")
             self.collector.write_pictures(run_dir / "pictures", self.global_step, self.loggers)
-
 
 def _plain(cfg):
     """A Hydra node (DictConfig) -> plain resolved containers, so hyper-parameters pickle without Hydra."""
