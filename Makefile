@@ -3,10 +3,11 @@ PY      ?= .venv/bin/python
 PIP     ?= .venv/bin/pip
 SHARDS  ?= data/shards
 EXP     ?= smoke
+FIXTURES ?= ../shared/fixtures
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_ERROR_REPORTING := false
 
-.PHONY: help install test test-full lint shards train bench bench-runtime clean
+.PHONY: help install test test-full lint shards train overfit-real bench bench-runtime clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -43,5 +44,15 @@ train:  ## the main job: synthetic shards if missing, train EXP (smoke: CPU) -> 
 	@test -f $(SHARDS)/synth_wholebody/val/gt.json || $(PY) -m sharding out_dir=$(SHARDS)
 	$(PY) -m src.train +experiment=$(EXP) data.root=$(SHARDS) $(ARGS)
 
+overfit-real:  ## memorise 4 real COCO-WholeBody images (needs $(FIXTURES)) -> logs/overfit_real/last_metrics.json
+	@test -f $(FIXTURES)/coco/test_coco_wholebody.json || \
+		{ echo "overfit-real needs $(FIXTURES)/coco/test_coco_wholebody.json (the shared fixtures)"; exit 2; }
+	$(PY) -m sharding out_dir=data/overfit_real only=[coco_wholebody] \
+		sources.coco_wholebody.train.ann=$(FIXTURES)/coco/test_coco_wholebody.json \
+		sources.coco_wholebody.train.images=$(FIXTURES)/coco \
+		sources.coco_wholebody.val.ann=$(FIXTURES)/coco/test_coco_wholebody.json \
+		sources.coco_wholebody.val.images=$(FIXTURES)/coco
+	$(PY) -m src.train +experiment=overfit_real data.root=data/overfit_real $(ARGS)
+
 clean:  ## remove logs and built shards
-	rm -rf logs outputs multirun $(SHARDS)
+	rm -rf logs outputs multirun $(SHARDS) data/overfit_real
