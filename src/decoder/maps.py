@@ -133,16 +133,20 @@ class _Scale:
         self.cols = bicubic_matrix(coarse.shape[2], factor, size[1]).to(coarse.device)
         self.first_row, self.first_col = first_taps(factor, size[0]), first_taps(factor, size[1])
         self._padded: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._pixel_weights: tuple[np.ndarray, np.ndarray] | None = None
 
-    @functools.cache  # noqa: B019  one per scale and decode
     def pixel_weights(self) -> tuple[np.ndarray, np.ndarray]:
-        """``[H, 4]``, ``[W, 4]``: the 4 weights of each output row (column) from its first patch cell on."""
+        """``[H, 4]``, ``[W, 4]``: the 4 weights of each output row (column) from its first patch cell on
+        (built on first use, kept on this object)."""
+        if self._pixel_weights is not None:
+            return self._pixel_weights
         out = []
         for first, m in ((self.first_row, self.rows), (self.first_col, self.cols)):
             size = m.shape[1]
             start = np.clip(first, 0, size - 4)
             out.append(np.ascontiguousarray(np.take_along_axis(m.numpy(), start[:, None] + np.arange(4), 1)))
-        return out[0], out[1]
+        self._pixel_weights = (out[0], out[1])
+        return self._pixel_weights
 
     def patch_size(self, span: int) -> int:
         """Coarse cells read by ``span`` consecutive output pixels."""
