@@ -12,6 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from src.decoder import decode as decode_module
 from src.decoder.connections import Connections, score_connections
 from src.decoder.decode import Decoder, Person, decode, to_image_pixels
 from src.decoder.peaks import Peaks, find_peaks
@@ -342,6 +343,18 @@ def test_part_without_points_is_zero_in_its_record():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("name", ["crowd10", "nan_holes", "two_scales"])
+def test_lazy_cuda_equals_cpu(name):
+    """The lazy reads run where the maps are: on the GPU only index arrays go there and values come back."""
+    maps, size, scales = LAZY_SCENES[name]
+    on_gpu = [m.cuda() for m in maps] if isinstance(maps, list) else maps.cuda()
+    late, late_gpu = Decoder().lazy(maps, size, scales), Decoder().lazy(on_gpu, size, scales)
+    c, y, x = np.arange(439) % 439, np.arange(439) % size[0], (7 * np.arange(439)) % size[1]
+    assert np.allclose(late.take(c, y, x), late_gpu.take(c, y, x), atol=1e-5)
+    _same_people(decode(maps, size, scales=scales), decode(on_gpu, size, scales=scales), score_atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_cuda_equals_cpu(scene):
     kp, maps, _, _ = scene
     cpu = decode(maps, SIZE)
@@ -350,3 +363,69 @@ def test_cuda_equals_cpu(scene):
     for a, b in zip(cpu, gpu, strict=True):
         assert np.allclose(a.keypoints, b.keypoints, atol=1e-2)
         assert a.score == pytest.approx(b.score, abs=1e-4)
+
+
+# -- lazy resize (decoder.resize: lazy) against the full upsampling ---------------------------------------
+def _lazy_scenes() -> dict:
+    """name -> (maps or list of maps over scales, input size, scales)."""
+    g = torch.Generator().manual_seed(5)
+    crowd10, crowd32 = render(crowd(11, n=10)), render(crowd(12, n=32, size=(480, 640)), (480, 640))
+    holes = render(crowd(13, n=12)) + 0.05 * torch.randn(439, 48, 64, generator=g)
+    holes[:, 10:14, 20:30] = float("nan")
+    holes[140:160, 30:, :] = float("nan")
+    holes[3, 0, 0] = float("inf")
+    blurred = torch.nn.functional.avg_pool2d(render(crowd(14, n=16))[None], 3, 1, 1)[0]
+    kp = crowd(15, n=12)
+    half = render(kp * np.array([0.5, 0.5, 1], np.float32), (SIZE[0] // 2, SIZE[1] // 2))
+    noise = torch.rand(439, 30, 40, generator=g)                      # hundreds of thousands of candidates
+    return {"crowd10": (crowd10, SIZE, None), "crowd32": (crowd32, (480, 640), None),
+            "nan_holes": (holes, SIZE, None), "blurred": (blurred, SIZE, None),
+            "two_scales": ([render(kp), half], SIZE, [1.0, 0.5]), "noise": (noise, (240, 320), None),
+            "empty": (torch.zeros(439, 48, 64), SIZE, None)}
+
+
+LAZY_SCENES = _lazy_scenes()
+
+
+def _same_people(people: list[Person], others: list[Person], score_atol: float) -> None:
+    assert len(people) == len(others)
+    for p, q in zip(people, others, strict=True):
+        assert ((p.keypoints[:, 2] > 0) == (q.keypoints[:, 2] > 0)).all()
+        assert np.abs(p.keypoints[:, :2] - q.keypoints[:, :2]).max() < 1e-3
+        assert np.abs(p.keypoints[:, 2] - q.keypoints[:, 2]).max() < 1e-5
+        for part in p.part_scores:                                   # wholebody is the person score
+            assert p.part_scores[part] == pytest.approx(q.part_scores[part], abs=score_atol), part
+
+
+@pytest.mark.parametrize("name", list(LAZY_SCENES))
+def test_lazy_equals_full(name, monkeypatch):
+    """The lazy reads equal the full maps to float rounding (the products are summed in another order than
+    the matrix products), and so do peaks, connections and people. One thing is not bit-stable: a centroid
+    a float32 ulp (3e-5 px at x = 500) away moves a PAF sample at ``A + t (B - A)`` that lies on a half-pixel
+    to the next pixel; that changes one connection's score by ~1e-3 (crowd32: a face part score by 1.1e-5;
+    noise: a person score by 1.02e-5). So people are compared twice: from the same peaks, keypoints to 1e-3 px
+    and every score to 1e-5; end to end, the same but scores to 1e-4."""
+    maps, size, scales = LAZY_SCENES[name]
+    full, lazy = Decoder(resize="full"), Decoder(resize="lazy")
+    fine, late = full.resize(maps, size, scales), lazy.lazy(maps, size, scales)
+    # the values read: every pixel of a few channels, and the maps at the stride (the multi-scale seeds)
+    for c in (0, 70, 200, 438):
+        everywhere = late.take(np.full(size, c), *np.indices(size))
+        assert np.allclose(everywhere, torch.nan_to_num(fine[c]).numpy(), atol=2e-6, rtol=0)
+    assert torch.allclose(late[:135].sampled(8), fine[:135, 4::8, 4::8], atol=2e-6)
+    coarse = None if isinstance(maps, list) else maps[:135]
+    a, b = find_peaks(fine[:135], coarse=coarse), find_peaks(late[:135], coarse=coarse)
+    # Peaks are listed by descending score within a part; equal scores (1e-7 apart, in the noise scene) may
+    # be listed in the other order, so they are compared by position.
+    oa, ob = np.lexsort((a.y, a.x, a.part)), np.lexsort((b.y, b.x, b.part))
+    assert a.part[oa].tolist() == b.part[ob].tolist()
+    assert np.abs(a.x[oa] - b.x[ob]).max(initial=0) < 1e-3 and np.abs(a.y[oa] - b.y[ob]).max(initial=0) < 1e-3
+    assert np.abs(a.score[oa] - b.score[ob]).max(initial=0) < 1e-5
+    ca, cb = score_connections(fine[135:], a), score_connections(late[135:], a)   # the same peaks
+    pairs = lambda c: sorted(zip(c.a.tolist(), c.b.tolist(), strict=True))  # noqa: E731
+    assert pairs(ca) == pairs(cb)
+    assert np.abs(np.sort(ca.score) - np.sort(cb.score)).max(initial=0) < 1e-5
+    lazy_people = lazy(maps, size, scales)
+    _same_people(full(maps, size, scales), lazy_people, score_atol=1e-4)
+    monkeypatch.setattr(decode_module, "find_peaks", lambda *args, **kwargs: b)   # the lazy path's peaks
+    _same_people(full.decode_resized(fine, coarse), lazy_people, score_atol=1e-5)

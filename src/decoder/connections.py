@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from src.decoder.peaks import Peaks, take
+from src.decoder.maps import FullMaps, LazyMaps, as_maps
+from src.decoder.peaks import Peaks
 from src.skeleton import BODY_135
 
 MAX_SAMPLES = 25
@@ -61,10 +62,12 @@ def _needed(min_above: float) -> np.ndarray:
     return need
 
 
-def score_connections(pafs: torch.Tensor, peaks: Peaks, peak_threshold: float = 0.05,
+def score_connections(pafs: torch.Tensor | FullMaps | LazyMaps, peaks: Peaks, peak_threshold: float = 0.05,
                       inter_threshold: float = 0.05, inter_min_above: float = 0.95) -> Connections:
     """Score all candidate pairs on ``pafs [304, H, W]`` (input resolution); keep those above 1e-6, sorted by
-    score + 0.1 conf(A) + 0.1 conf(B), best first (the order of the greedy assembly, §7.5 step 1)."""
+    score + 0.1 conf(A) + 0.1 conf(B), best first (the order of the greedy assembly, §7.5 step 1). ``pafs``: a
+    tensor, or ``FullMaps`` / ``LazyMaps`` that compute only the values read."""
+    pafs = as_maps(pafs)
     h, w = pafs.shape[1:]
     k, a, b = candidate_pairs(peaks)
     ax, ay = peaks.x[a], peaks.y[a]
@@ -75,16 +78,16 @@ def score_connections(pafs: torch.Tensor, peaks: Peaks, peak_threshold: float = 
     n = np.clip(n, 5, MAX_SAMPLES).astype(np.int64)
     need = _needed(inter_min_above)[n]
     inv_n = (1.0 / n).astype(np.float32)
-    base = 2 * k * (h * w)
-    flat = pafs.reshape(-1)
+    channel = 2 * k
 
     def dots(i: np.ndarray | slice, step: np.ndarray) -> np.ndarray:
         """PAF . unit(AB) at sample ``step`` of pairs ``i`` (nearest pixel, clamped to the image)."""
         t = (step + np.float32(0.5)) * inv_n[i]
         x = np.clip(np.floor(ax[i] + t * dx[i] + np.float32(0.5)), 0, w - 1).astype(np.int64)
         y = np.clip(np.floor(ay[i] + t * dy[i] + np.float32(0.5)), 0, h - 1).astype(np.int64)
-        at = base[i] + y * w + x
-        return take(flat, at) * ux[i] + take(flat, at + h * w) * uy[i]
+        c = channel[i][:, None] + np.arange(2)
+        v = pafs.take(c, y[:, None], x[:, None])                      # [N, 2]: x and y components
+        return v[:, 0] * ux[i] + v[:, 1] * uy[i]
 
     # Samples n/4 and 3n/4 of every pair, then n/2 of those still alive, settle most candidates: a pair
     # missing more samples than the rule allows is rejected without reading the rest.

@@ -1,7 +1,8 @@
 """Network output (or ground-truth maps) -> people: the OpenPose BODY_135 decoder (spec §7).
 
 One straight line, each stage its own module:
-``resize`` (bicubic to the network input, averaged over scales; here) -> ``peaks.find_peaks`` ->
+``resize`` (bicubic to the network input, averaged over scales; here, computed only where the later stages
+read it with ``resize: lazy``, see ``maps.py``) -> ``peaks.find_peaks`` ->
 ``connections.score_connections`` -> ``assemble.greedy`` -> ``assemble.merge_face_fragments`` /
 ``keep_people`` -> ``Person`` (here).
 
@@ -15,7 +16,6 @@ what the other parts found (so a person whose hands were not seen is not ranked 
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +23,7 @@ import torch
 
 from src.decoder.assemble import greedy, keep_people, merge_face_fragments, pair_scores
 from src.decoder.connections import score_connections
+from src.decoder.maps import FullMaps, LazyMaps, bicubic_matrix
 from src.decoder.peaks import find_peaks
 from src.skeleton import BODY_135
 
@@ -37,29 +38,6 @@ PART_PAIRS: dict[str, np.ndarray] = {
     name: np.nonzero(np.isin(BODY_135.pairs_a, idx) & np.isin(BODY_135.pairs_b, idx))[0]
     for name, idx in PART_POINTS.items()
 }
-
-
-@functools.cache
-def bicubic_matrix(size: int, factor: float, out: int) -> torch.Tensor:
-    """``[out, size]`` weights of ``F.interpolate(mode="bicubic", align_corners=False, scale_factor=factor)``
-    along one axis (Keys' cubic, a = -0.75, edges replicated); rows past ``floor(size * factor)`` are zero.
-
-    Upsampling as two matrix products gives the same values as ``F.interpolate`` (to float rounding) at a
-    fraction of its CPU time: 439 maps 60x80 -> 480x640 take 0.67 s instead of 1.8 s on one thread here.
-    """
-    a = -0.75
-    dst = torch.arange(out, dtype=torch.float64)
-    src = (dst + 0.5) / factor - 0.5
-    first = torch.floor(src)
-    t = src - first
-    near = lambda d: ((a + 2) * d - (a + 3)) * d * d + 1  # noqa: E731  |d| <= 1
-    far = lambda d: ((a * d - 5 * a) * d + 8 * a) * d - 4 * a  # noqa: E731  1 < |d| < 2
-    weights = torch.zeros(out, size, dtype=torch.float64)
-    for j, w in enumerate((far(t + 1), near(t), near(1 - t), far(2 - t))):
-        col = (first + j - 1).clamp(0, size - 1).long()
-        weights.index_put_((dst.long(), col), w, accumulate=True)
-    weights[int(size * factor):] = 0
-    return weights.float()
 
 
 @dataclass
@@ -81,13 +59,17 @@ class Decoder:
     min_parts, min_mean_score: §7.5 step 3 (3, 0.4); fallback_*: the maximize_positives pair (2, 0.05) used
     when nobody passes. face_margins, face_overlap, face_overlap_few: the face-fragment merge.
     stride: of the maps (8).
+    resize: ``lazy`` (default) computes the upsampled maps only where the stages read them (``maps.LazyMaps``:
+    windows around the peak seeds, PAF samples); ``full`` upsamples all 439 maps first (``resize``; 540 MB at
+    480x640), the reference the lazy reads are tested against. The same people either way.
     """
 
     def __init__(self, peak_threshold: float = 0.05, max_peaks: int = 127, refine_radius: int = 3,
                  inter_threshold: float = 0.05, inter_min_above: float = 0.95,
                  min_parts: int = 3, min_mean_score: float = 0.4, fallback_min_parts: int = 2,
                  fallback_min_mean_score: float = 0.05, face_margins: tuple[float, float] = (0.2, 0.1),
-                 face_overlap: float = 0.3, face_overlap_few: float = 0.01, stride: int = BODY_135.stride):
+                 face_overlap: float = 0.3, face_overlap_few: float = 0.01, stride: int = BODY_135.stride,
+                 resize: str = "lazy"):
         self.peak_threshold = float(peak_threshold)
         self.max_peaks = int(max_peaks)
         self.refine_radius = int(refine_radius)
@@ -101,6 +83,9 @@ class Decoder:
         self.face_overlap = float(face_overlap)
         self.face_overlap_few = float(face_overlap_few)
         self.stride = int(stride)
+        if resize not in ("full", "lazy"):
+            raise ValueError(f"decoder.resize must be 'full' or 'lazy', got {resize!r}")
+        self.resize_mode = resize  # the method resize() keeps its name
         self.layout = BODY_135  # the assembly (src.decoder.assemble) is BODY_135's spec §7.5 as it stands
 
     def __call__(self, maps: torch.Tensor | list[torch.Tensor], input_size: tuple[int, int],
@@ -109,7 +94,28 @@ class Decoder:
         coarse = None if isinstance(maps, list | tuple) and len(maps) > 1 else maps
         if coarse is not None:
             coarse = (coarse[0] if isinstance(coarse, list | tuple) else coarse)[:self.layout.num_keypoints]
-        return self.decode_resized(self.resize(maps, input_size, scales), coarse)
+        resized = (self.lazy if self.resize_mode == "lazy" else self.resize)(maps, input_size, scales)
+        return self.decode_resized(resized, coarse)
+
+    def _scales(self, maps: torch.Tensor | list[torch.Tensor], scales: list[float] | None
+                ) -> tuple[list[torch.Tensor], list[float]]:
+        """The maps as a list, checked, with the upsampling factor of each."""
+        maps = list(maps) if isinstance(maps, list | tuple) else [maps]
+        for m in maps:
+            if m.dim() != 3 or m.shape[0] != self.layout.num_channels:
+                raise ValueError(f"decode: maps must be [{self.layout.num_channels}, h, w], "
+                                 f"got {tuple(m.shape)}")
+        if scales is None:
+            scales = [m.shape[-1] / maps[0].shape[-1] for m in maps]
+        if len(scales) != len(maps):
+            raise ValueError(f"decode: {len(maps)} maps but {len(scales)} scales")
+        return maps, [self.stride / float(s) for s in scales]
+
+    def lazy(self, maps: torch.Tensor | list[torch.Tensor], input_size: tuple[int, int],
+             scales: list[float] | None = None) -> LazyMaps:
+        """What ``resize`` returns, as ``LazyMaps``: each value computed (on the maps' device) when read."""
+        maps, factors = self._scales(maps, scales)
+        return LazyMaps(maps, factors, (int(input_size[0]), int(input_size[1])))
 
     def resize(self, maps: torch.Tensor | list[torch.Tensor], input_size: tuple[int, int],
                scales: list[float] | None = None) -> torch.Tensor:
@@ -120,30 +126,23 @@ class Decoder:
         map's scale relative to ``input_size``: given in ``scales``, else its width relative to the first
         map's (1 for a single map). NaN counts as 0.
         """
-        maps = list(maps) if isinstance(maps, list | tuple) else [maps]
+        maps, factors = self._scales(maps, scales)
         height, width = int(input_size[0]), int(input_size[1])
-        for m in maps:
-            if m.dim() != 3 or m.shape[0] != self.layout.num_channels:
-                raise ValueError(f"decode: maps must be [{self.layout.num_channels}, h, w], "
-                                 f"got {tuple(m.shape)}")
-        if scales is None:
-            scales = [m.shape[-1] / maps[0].shape[-1] for m in maps]
-        if len(scales) != len(maps):
-            raise ValueError(f"decode: {len(maps)} maps but {len(scales)} scales")
         out = None
-        for m, s in zip(maps, scales, strict=True):
+        for m, f in zip(maps, factors, strict=True):
             m = torch.nan_to_num(m.float(), nan=0.0, posinf=0.0, neginf=0.0)
-            rows = bicubic_matrix(m.shape[1], self.stride / float(s), height).to(m.device)
-            cols = bicubic_matrix(m.shape[2], self.stride / float(s), width).to(m.device)
+            rows = bicubic_matrix(m.shape[1], f, height).to(m.device)
+            cols = bicubic_matrix(m.shape[2], f, width).to(m.device)
             up = torch.matmul(rows, torch.matmul(m, cols.T))
             out = up if out is None else out.add_(up)
         return out if len(maps) == 1 else out.div_(len(maps))
 
-    def decode_resized(self, maps: torch.Tensor, coarse: torch.Tensor | None = None) -> list[Person]:
-        """``maps [439, H, W]`` already at the network input -> people (the timed part of the decoder).
+    def decode_resized(self, maps: torch.Tensor | LazyMaps, coarse: torch.Tensor | None = None
+                       ) -> list[Person]:
+        """``maps [439, H, W]`` at the network input (``resize``, or ``lazy``: computed where read) -> people.
         ``coarse``: the 135 heatmaps at ``stride`` where the peak search starts (sampled from ``maps`` if
         None)."""
-        maps = maps.float()
+        maps = FullMaps(maps.float()) if isinstance(maps, torch.Tensor) else maps
         heat, pafs = maps[:self.layout.num_keypoints], maps[self.layout.num_keypoints:]
         peaks = find_peaks(heat, self.peak_threshold, self.max_peaks, self.refine_radius, self.stride,
                            coarse)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from src.decoder.maps import FullMaps, LazyMaps, as_maps
+
 
 @dataclass
 class Peaks:
@@ -40,18 +42,6 @@ class Peaks:
     def counts(self, num_parts: int) -> np.ndarray:
         """Candidates per part."""
         return np.bincount(self.part, minlength=num_parts)
-
-
-def take(flat: torch.Tensor, index: np.ndarray) -> np.ndarray:
-    """``flat[index]`` as float32 numpy, NaN read as 0: on the CPU through a numpy view (no copy of the
-    maps), on an accelerator by a gather there that returns only the values."""
-    if flat.device.type == "cpu":
-        out = np.take(flat.numpy(), index)
-    else:
-        out = flat[torch.as_tensor(index, device=flat.device)].cpu().numpy()
-    out = out.astype(np.float32, copy=False)
-    out[np.isnan(out)] = 0.0
-    return out
 
 
 def _seeds(coarse: torch.Tensor, threshold: float, max_peaks: int) -> np.ndarray:
@@ -90,19 +80,18 @@ _DX = np.array([-1, 0, 1, -1, 0, 1, -1, 0, 1])
 _AROUND = np.array([-1, 0, 1])
 
 
-def _climb(flat: torch.Tensor, base: np.ndarray, y: np.ndarray, x: np.ndarray, size: tuple[int, int],
-           max_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _climb(heat: FullMaps | LazyMaps, part: np.ndarray, y: np.ndarray, x: np.ndarray, max_steps: int
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Move each (y, x) to its best 3x3 neighbour until none moves -> final y, x, the value there and whether
     it settled within ``max_steps``. A tie goes to the pixel first in raster order, so a settled pixel is
     above the 4 neighbours before it and >= the 4 after it (those inside the image)."""
-    h, w = size
+    h, w = heat.shape[1:]
     y, x = y.copy(), x.copy()
     value = np.zeros(len(y), np.float32)
     moving = np.arange(len(y))
     for _ in range(max_steps + 1):
         ny, nx = y[moving, None] + _AROUND, x[moving, None] + _AROUND             # [M, 3] rows, columns
-        at = (base[moving, None] + np.clip(ny, 0, h - 1) * w)[:, :, None] + np.clip(nx, 0, w - 1)[:, None, :]
-        v = take(flat, at)                                                        # [M, 3, 3]
+        v = heat.grid(part[moving], np.clip(ny, 0, h - 1), np.clip(nx, 0, w - 1))  # [M, 3, 3]
         v[(ny < 0) | (ny >= h)] = -np.inf
         v.transpose(0, 2, 1)[(nx < 0) | (nx >= w)] = -np.inf
         v = v.reshape(len(moving), 9)
@@ -119,15 +108,14 @@ def _climb(flat: torch.Tensor, base: np.ndarray, y: np.ndarray, x: np.ndarray, s
     return y, x, value, settled
 
 
-def _refine(flat: torch.Tensor, part: np.ndarray, y: np.ndarray, x: np.ndarray, size: tuple[int, int],
-            radius: int) -> tuple[np.ndarray, np.ndarray]:
+def _refine(heat: FullMaps | LazyMaps, part: np.ndarray, y: np.ndarray, x: np.ndarray, radius: int
+            ) -> tuple[np.ndarray, np.ndarray]:
     """Score-weighted centroid over the ``(2r+1)^2`` square around each peak, clipped to the image."""
-    h, w = size
+    h, w = heat.shape[1:]
     side = min(2 * radius + 1, w)
     ys = y[:, None] + np.arange(-radius, radius + 1)                          # [N, 2r+1] rows
     xs = np.clip(x - radius, 0, w - side)[:, None] + np.arange(side)          # [N, side] columns read
-    start = (part[:, None] * h + np.clip(ys, 0, h - 1)) * w + xs[:, :1]
-    vals = np.maximum(take(flat, start[:, :, None] + np.arange(side)), 0)    # [N, rows, columns]
+    vals = np.maximum(heat.grid(part, np.clip(ys, 0, h - 1), xs), 0)         # [N, rows, columns]
     vals[(ys < 0) | (ys >= h)] = 0                                           # rows outside the image
     vals.transpose(0, 2, 1)[np.abs(xs - x[:, None]) > radius] = 0            # columns read beyond the radius
     total = vals.sum((1, 2))
@@ -139,9 +127,10 @@ def _refine(flat: torch.Tensor, part: np.ndarray, y: np.ndarray, x: np.ndarray, 
     return x_sum / total, y_sum / total
 
 
-def find_peaks(heatmaps: torch.Tensor, threshold: float = 0.05, max_peaks: int = 127, radius: int = 3,
-               stride: int = 8, coarse: torch.Tensor | None = None) -> Peaks:
-    """Candidates of every part of ``heatmaps [K, H, W]`` (input resolution).
+def find_peaks(heatmaps: torch.Tensor | FullMaps | LazyMaps, threshold: float = 0.05, max_peaks: int = 127,
+               radius: int = 3, stride: int = 8, coarse: torch.Tensor | None = None) -> Peaks:
+    """Candidates of every part of ``heatmaps [K, H, W]`` (input resolution: a tensor, or ``FullMaps`` /
+    ``LazyMaps`` that compute only the values read).
 
     A peak is a pixel above ``threshold`` greater than its 8 neighbours (those inside the image; strictly for
     the 4 before it in raster order, so that a point exactly between two pixels gives one peak, not none). Its
@@ -149,17 +138,17 @@ def find_peaks(heatmaps: torch.Tensor, threshold: float = 0.05, max_peaks: int =
     the peak pixel. At most ``max_peaks`` per part, the highest kept. ``coarse [K, h, w]``: the same maps at
     ``stride`` (cell g centred near pixel ``stride * g + stride / 2``), sampled from ``heatmaps`` when None.
     """
-    k, h, w = heatmaps.shape
+    heat = as_maps(heatmaps)
+    k, h, w = heat.shape
     if h < 1 or w < 1:
         return Peaks(np.zeros(0, np.int64), *np.zeros((3, 0), np.float32))
     if coarse is None:
-        coarse = heatmaps[:, stride // 2::stride, stride // 2::stride]
+        coarse = heat.sampled(stride)
     seeds = _seeds(coarse, threshold, max_peaks)
-    flat = heatmaps.reshape(-1)
     part = seeds[:, 0].astype(np.int64)
     y = np.clip(np.rint(seeds[:, 1] * stride + stride / 2 - 0.5), 0, h - 1).astype(np.int64)
     x = np.clip(np.rint(seeds[:, 2] * stride + stride / 2 - 0.5), 0, w - 1).astype(np.int64)
-    y, x, value, settled = _climb(flat, part * (h * w), y, x, (h, w), 2 * stride)
+    y, x, value, settled = _climb(heat, part, y, x, 2 * stride)
     strict = settled & (value > threshold)
     key, first = np.unique(((part * h + y) * w + x)[strict], return_index=True)
     part, y, x, score = key // (h * w), key // w % h, key % w, value[strict][first]
@@ -169,5 +158,5 @@ def find_peaks(heatmaps: torch.Tensor, threshold: float = 0.05, max_peaks: int =
     rank = np.arange(len(part)) - np.searchsorted(part, part)
     keep = rank < max_peaks
     part, y, x, score = part[keep], y[keep], x[keep], score[keep]
-    rx, ry = _refine(flat, part, y, x, (h, w), radius)
+    rx, ry = _refine(heat, part, y, x, radius)
     return Peaks(part, rx.astype(np.float32), ry.astype(np.float32), score.astype(np.float32))
