@@ -7,7 +7,7 @@ FIXTURES ?= ../shared/fixtures
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_ERROR_REPORTING := false
 
-.PHONY: help install test test-full lint shards train overfit-real bench bench-runtime clean
+.PHONY: help install test test-full lint shards train overfit-real bench bench-runtime gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ bench:  ## targets, decoder, sharding and loader speed; ends with one JSON line 
 
 bench-runtime:  ## runtime vs people (paper Fig. 4): single network vs per-person cascade, CPU (device=cuda on a GPU)
 	$(PY) -m src.bench.runtime $(ARGS)
+
+gpu-check:  ## on a GPU machine (<= 8 min, no network): CUDA tests, training img/s, MFU, memory, data wait; one JSON line
+	$(PY) -m src.bench.gpu_check $(ARGS)
 
 shards:  ## build the WebDataset shards into $(SHARDS) (synthetic world by default; conf/shards.yaml)
 	$(PY) -m sharding out_dir=$(SHARDS)
