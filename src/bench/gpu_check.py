@@ -84,7 +84,8 @@ def train_throughput(shards: Path, run_dir: Path, cfg: dict, batch: int, steps: 
                  f"data.batch_size={batch}", f"data.num_workers={cfg['workers']}",
                  f"data.batches_per_epoch={steps}", f"trainer.max_steps={steps}",
                  "trainer.limit_val_batches=0", f"trainer.val_check_interval={steps}", "logger=csv",
-                 "~callbacks.progress", "~callbacks.best", f"run_dir={run_dir}", f"trainer.precision={cfg['precision']}"]
+                 "~callbacks.progress", "~callbacks.best", f"run_dir={run_dir}",
+                 f"trainer.precision={cfg['precision']}"]
     if cfg["device"] == "cpu":
         overrides += ["trainer.accelerator=cpu"]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
