@@ -67,13 +67,15 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, dict[str, float]]:
     from src.inference import CHECKPOINT_SUFFIXES, Inference, load_model
 
     height = cfg.height
-    if height is None and Path(cfg.ckpt_path).suffix.lower() in CHECKPOINT_SUFFIXES:
-        height = (checkpoint.read(cfg.ckpt_path).get("hyper_parameters") or {}).get("input_size")
-    if height is None:
-        raise ValueError(f"ckpt_path={cfg.ckpt_path} records no input size: give height=...")
-    height = int(height)
-    inference = Inference(load_model(cfg.ckpt_path, cfg.device), instantiate(cfg.decoder), list(cfg.scales),
-                          cfg.device, cfg.flip, cfg.precision)
+    with checkpoint.trusted(bool(cfg.get("trust_checkpoint", False))):
+        if height is None and Path(cfg.ckpt_path).suffix.lower() in CHECKPOINT_SUFFIXES:
+            height = (checkpoint.read(cfg.ckpt_path).get("hyper_parameters") or {}).get("input_size")
+        if height is None:
+            raise ValueError(f"ckpt_path={cfg.ckpt_path} records no input size: give height=...")
+        height = int(height)
+        model = load_model(cfg.ckpt_path, cfg.device)
+    inference = Inference(model, instantiate(cfg.decoder), list(cfg.scales), cfg.device, cfg.flip,
+                          cfg.precision)
     if cfg.get("data") is not None:
         datamodule = instantiate(cfg.data, val_size=height, targets=None)
         if not datamodule.val_gt:

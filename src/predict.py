@@ -33,6 +33,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from src import checkpoint
 from src.decoder import draw
 from src.decoder.writers import wholebody_records, write_openpose_json
 from src.inference import Inference, load_model
@@ -74,8 +75,10 @@ def predict(cfg: DictConfig) -> dict:
     source = str(cfg.input)
     is_video = source.isdigit() or Path(source).suffix.lower() in VIDEO_SUFFIXES
     files = None if is_video else list_images(source)
-    inference = Inference(load_model(cfg.ckpt_path, cfg.device), instantiate(cfg.decoder), list(cfg.scales),
-                          cfg.device, cfg.flip, cfg.precision)
+    with checkpoint.trusted(bool(cfg.get("trust_checkpoint", False))):
+        model = load_model(cfg.ckpt_path, cfg.device)
+    inference = Inference(model, instantiate(cfg.decoder), list(cfg.scales), cfg.device, cfg.flip,
+                          cfg.precision)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if is_video:
