@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from src import image_io
+
 # Full-person height as a multiple of a lone hand's or face's size, so that "scale" means the same thing in
 # every source and the loader's 288*m rule (spec §4.3) gives hands and faces their anatomical size at m = 1.
 # A hand (wrist to middle fingertip, the longest side of its keypoint box) is about 1/9 of body height; the
@@ -51,6 +53,10 @@ def read_image(path: Path, width: int | None = None, height: int | None = None
     if not path.is_file():
         raise SkipRecord("missing_file", path)
     data = path.read_bytes()
+    try:
+        image_io.check(data, path)
+    except image_io.ImageError as e:
+        raise SkipRecord("unreadable_image", path, f"({e.reason})") from None
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size

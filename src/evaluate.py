@@ -39,17 +39,17 @@ def evaluate_files(gt: str | Path, pred: str | Path, out: str | Path) -> dict[st
 
 def _image_batches(gt_path: str | Path, images: str | Path, height: int):
     """COCO-WholeBody json + image folder -> validation batches (one image each) at ``height``."""
-    import cv2
-
     from datamodules.augment import eval_sample
     from datamodules.samples import collate_eval, labelled_of
+    from src import image_io
 
     gt = json.loads(Path(gt_path).read_text())
     for info in gt["images"]:
         path = Path(images) / info["file_name"]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise FileNotFoundError(f"images={images}: cannot read {path} (image_id {info['id']})")
+        try:
+            image = image_io.read(path)
+        except image_io.ImageError as err:
+            raise FileNotFoundError(f"images={images}: {err} (image_id {info['id']})") from None
         out = eval_sample(image, {"people": []}, None, height)
         out.update(image_id=int(info["id"]), key=str(info["id"]), source=IMAGE_SOURCE, gt=str(gt_path),
                    labelled=labelled_of([], False))

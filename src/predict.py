@@ -33,7 +33,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from src import checkpoint
+from src import checkpoint, image_io
 from src.decoder import draw
 from src.decoder.writers import wholebody_records, write_openpose_json
 from src.inference import Inference, load_model
@@ -96,10 +96,11 @@ def predict_images(cfg: DictConfig, inference: Inference, files: list[Path], out
     records, images, skipped = [], [], []
     ids = image_ids(files)
     for iid, path in zip(ids, tqdm(files, desc="predict", unit="img", disable=not cfg.progress), strict=True):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            skipped.append({"file": str(path), "reason": "unreadable image (cv2.imread failed)"})
-            log.warning("skipped %s: unreadable image", path)
+        try:
+            image = image_io.read(path)
+        except image_io.ImageError as err:  # truncated, corrupt or not an image: listed, not guessed at
+            skipped.append({"file": str(path), "reason": err.reason})
+            log.warning("skipped %s", err)
             continue
         people = _people(inference, image, int(cfg.height))
         write_openpose_json(people, out / f"{path.stem}_keypoints.json")

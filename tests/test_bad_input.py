@@ -1,5 +1,6 @@
 """Bad input and untrusted files: nothing silently wrong, nothing executed, every error names its file."""
 
+import json
 import pathlib
 from pathlib import Path
 
@@ -107,3 +108,54 @@ def test_unreadable_checkpoints_are_one_line_naming_the_path(tmp_path):
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         predict(compose_cfg("predict", f"ckpt_path={text}", f"input={_image(tmp_path)}",
                             f"out={tmp_path / 'pred'}", "progress=false"))
+
+
+# -- images: one reader (src/image_io.py) for shards, loader, predict and evaluate ------------------------
+def _photo(tmp_path: Path) -> bytes:
+    rng = np.random.default_rng(0)
+    image = cv2.GaussianBlur(rng.integers(0, 255, (392, 520, 3), np.uint8), (5, 5), 0)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return buf.tobytes()
+
+
+def test_truncated_and_corrupt_images_are_refused_by_name(tmp_path):
+    from datamodules.samples import BadSample, decode
+    from sharding.people import SkipRecord, read_image
+    from src import image_io
+
+    data = _photo(tmp_path)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) * 4 // 10])
+    assert cv2.imread(str(cut)) is not None  # OpenCV alone decodes it, grey below the cut
+    ok, png = cv2.imencode(".png", np.zeros((40, 40, 3), np.uint8))
+    cut_png = tmp_path / "cut.png"
+    cut_png.write_bytes(png.tobytes()[:-20])
+    for path, says in ((cut, "truncated JPEG"), (cut_png, "truncated PNG")):
+        with pytest.raises(image_io.ImageError, match=says) as err:
+            image_io.read(path)
+        assert str(path) in str(err.value)
+        with pytest.raises(SkipRecord) as skip:  # the shard builder
+            read_image(path)
+        assert skip.value.reason == "unreadable_image" and says in skip.value.detail
+        with pytest.raises(BadSample, match=says):  # the loader
+            decode({"__key__": "k", path.suffix[1:]: path.read_bytes(), "json": b'{"people": []}'})
+    exif_thumb = data[:2] + b"\xff\xe1\x00\x10Exif\x00\x00\xff\xd8\xff\xd9\x00\x00" + data[2:]
+    assert image_io.decode(exif_thumb + b"trailer", "ok.jpg").shape == (392, 520, 3)  # thumbnail EOI, trailer
+
+
+def test_predict_lists_truncated_images_as_skipped(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    data = _photo(tmp_path)
+    (folder / "whole.jpg").write_bytes(data)
+    (folder / "cut.jpg").write_bytes(data[: len(data) * 4 // 10])
+    model = tmp_path / "tiny.ckpt"
+    from src.checkpoint import build_network
+    net, cfg = build_network(compose_cfg("export", "model=tiny").model)
+    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+                "hyper_parameters": {"net": cfg}}, model)
+    summary = predict(compose_cfg("predict", f"ckpt_path={model}", f"input={folder}",
+                                  f"out={tmp_path / 'out'}", "progress=false", "height=64", "overlay=false"))
+    assert summary["processed"] == 1 and summary["skipped"] == 1
+    (skipped,) = json.loads((tmp_path / "out" / "images.json").read_text())["skipped"]
+    assert skipped["file"].endswith("cut.jpg") and "truncated JPEG" in skipped["reason"]
