@@ -21,7 +21,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from src.evaluation.evaluator import EvalInputError, evaluate_wholebody, format_table, load_predictions
+from src.cli import ensure_writable, report_errors, run
+from src.evaluation.evaluator import evaluate_wholebody, format_table, load_predictions
 
 IMAGE_SOURCE = "images"  # the source name of images=DIR samples
 
@@ -66,6 +67,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, dict[str, float]]:
     from src.evaluation.validation import ValidationCollector
     from src.inference import CHECKPOINT_SUFFIXES, Inference, load_model
 
+    ensure_writable(cfg.out, "out")  # before the model runs over every image
     height = cfg.height
     with checkpoint.trusted(bool(cfg.get("trust_checkpoint", False))):
         if height is None and Path(cfg.ckpt_path).suffix.lower() in CHECKPOINT_SUFFIXES:
@@ -103,20 +105,17 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, dict[str, float]]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@report_errors
 def main(cfg: DictConfig) -> None:
     if cfg.ckpt_path is not None:
-        try:
-            evaluate_checkpoint(cfg)
-        except (EvalInputError, FileNotFoundError, ValueError) as e:
-            sys.exit(f"error: {e}")
+        evaluate_checkpoint(cfg)  # an error: one line from report_errors
         return
     if cfg.gt is None or cfg.pred is None:
         sys.exit("error: give both gt=GT.json and pred=PRED.json (and optionally out=METRICS.json)")
-    try:
-        evaluate_files(cfg.gt, cfg.pred, cfg.out)
-    except EvalInputError as e:
-        sys.exit(f"error: {e}")
+    if cfg.out:
+        ensure_writable(cfg.out, "out")
+    evaluate_files(cfg.gt, cfg.pred, cfg.out)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

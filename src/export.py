@@ -25,6 +25,7 @@ from torch import nn
 
 from src import checkpoint
 from src.checkpoint import build_network
+from src.cli import ensure_writable, report_errors, run
 from src.inference import NORMALISATION, load_exported
 from src.model.net import PoseNet
 from src.skeleton import BODY_135
@@ -110,8 +111,7 @@ def export(model_cfg: DictConfig | dict | None, fmt: str, out: str | Path, ckpt_
     if fmt not in ("onnx", "torchscript"):
         raise ValueError(f"format must be onnx or torchscript, got {fmt!r}")
     sizes = [tuple(int(v) for v in s) for s in (check_sizes or [[256, 256], [192, 320]])]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = ensure_writable(out, "out")  # before the export and its parity check, not after
     with checkpoint.trusted(trust_checkpoint):
         net, net_cfg = build_network(model_cfg, ckpt_path)
     model = Maps(net).eval()
@@ -131,10 +131,11 @@ def export(model_cfg: DictConfig | dict | None, fmt: str, out: str | Path, ckpt_
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@report_errors
 def main(cfg: DictConfig) -> None:
     export(cfg.model, cfg.format, cfg.out, cfg.ckpt_path, OmegaConf.to_container(cfg.check_sizes),
            cfg.tolerance, bool(cfg.get("trust_checkpoint", False)))
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -22,6 +22,7 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from src import checkpoint  # noqa: E402
+from src.cli import report_errors, run  # noqa: E402
 from src.model.module import METRICS_FILE  # noqa: E402
 from src.runs.logs import ResumableCSVLogger, loss_curve  # noqa: E402
 
@@ -83,10 +84,11 @@ def _train(cfg: DictConfig, trust: bool) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@report_errors
 def main(cfg: DictConfig) -> None:
     result = train(cfg)
     log.info("done at step %d; metrics in %s", result["global_step"], Path(cfg.run_dir) / METRICS_FILE)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

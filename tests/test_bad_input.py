@@ -1,7 +1,10 @@
 """Bad input and untrusted files: nothing silently wrong, nothing executed, every error names its file."""
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -159,3 +162,56 @@ def test_predict_lists_truncated_images_as_skipped(tmp_path):
     assert summary["processed"] == 1 and summary["skipped"] == 1
     (skipped,) = json.loads((tmp_path / "out" / "images.json").read_text())["skipped"]
     assert skipped["file"].endswith("cut.jpg") and "truncated JPEG" in skipped["reason"]
+
+
+# -- outputs checked before work; one-line errors from every entry point ------------------------------------
+def test_output_paths_are_checked_before_any_work(tmp_path):
+    from src.cli import OutputError, ensure_writable
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="is a file") as err:
+        export(None, "onnx", blocker / "sub" / "model.onnx", ckpt_path=tmp_path / "absent.ckpt")
+    assert "\n" not in str(err.value)  # refused before the (absent) checkpoint is even looked at
+    with pytest.raises(OutputError, match="is a file"):
+        predict(compose_cfg("predict", f"ckpt_path={tmp_path / 'absent.ckpt'}", f"input={_image(tmp_path)}",
+                            f"out={blocker / 'pred'}", "progress=false"))
+    with pytest.raises(OutputError, match="is a file"):
+        evaluate_checkpoint(compose_cfg("evaluate", f"ckpt_path={tmp_path / 'absent.ckpt'}",
+                                        f"out={blocker / 'm.json'}"))
+    with pytest.raises(OutputError, match="expected a file name"):
+        ensure_writable(tmp_path, "out")
+    assert ensure_writable(tmp_path / "new" / "deeper", "out", folder=True).is_dir()
+
+
+def _cli(*args, cwd=ROOT, env=None):
+    base = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env = {**base, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_errors_are_one_line_unless_debugging(planted, tmp_path):
+    path, flag = planted
+    args = ["src.predict", f"ckpt_path={path}", f"input={_image(tmp_path)}", f"out={tmp_path / 'out'}"]
+    bad = _cli(*args)
+    assert bad.returncode != 0 and not flag.exists()
+    lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith("error: ckpt_path=") and "trust_checkpoint=true" in lines[-1]
+    assert "Traceback" not in bad.stderr
+    for style in (["--debug"], []):
+        env = {} if style else {"HYDRA_FULL_ERROR": "1"}
+        loud = _cli(*args[:1], *style, *args[1:], env=env)
+        assert loud.returncode != 0 and "Traceback" in loud.stderr and not flag.exists()
+
+
+def test_export_cli_writes_only_its_output(tmp_path):
+    out = tmp_path / "models" / "tiny.pt"
+    done = _cli("src.export", "model=tiny", "format=torchscript", f"out={out}", "check_sizes=[[64,64]]",
+                cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]  # no logs/exports/export.log anywhere
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tiny.pt", "tiny.pt.json"]
+    (tmp_path / "blocker").write_text("x")
+    refused = _cli("src.export", "model=tiny", f"out={tmp_path / 'blocker' / 'm.onnx'}", cwd=tmp_path)
+    assert refused.returncode != 0 and refused.stderr.strip().splitlines()[-1].startswith("error: out=")
