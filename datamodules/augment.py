@@ -33,6 +33,7 @@ import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from datamodules.samples import BadSample  # noqa: E402
 from src.inference import resize_for_eval  # noqa: E402
 from src.skeleton import BODY_135  # noqa: E402
 
@@ -227,10 +228,15 @@ class Augment:
             data["mask"] = ignore
         out = self.compose(**data)
         params = dict(out["applied_transforms"])["PersonAffine"]
+        if not np.isfinite(params["matrix"]).all():  # NaN/infinite centre or scale: black, unlabelled crop
+            raise BadSample(f"sample {meta.get('file_name', '?')!r}: crop affine is not finite (people's "
+                            f"centre/scale: {[(list(a[0]), a[1]) for a in anchors][:3]})")
         xy = np.asarray(out["keypoints"], np.float32)[:, :2].reshape(-1, BODY_135.num_keypoints, 2)
         kps = np.concatenate([xy, kps[..., 2:]], axis=2)
         s = self.size
-        outside = (xy < 0).any(-1) | (xy > s - 1).any(-1)
+        lost = ~np.isfinite(xy).all(-1)  # a NaN point is never labelled: background at (0, 0)
+        kps[lost, :2] = 0
+        outside = lost | (xy < 0).any(-1) | (xy > s - 1).any(-1)
         kps[..., 2] = np.where(outside & (kps[..., 2] <= 1), 2, kps[..., 2])
         groups = list(meta.get("groups") or [])
         if params["flip"]:

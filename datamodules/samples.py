@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import torch
 
+from src import image_io
 from src.record import read_meta
 from src.skeleton import BODY_135
 
@@ -46,9 +47,10 @@ def decode(raw: dict, reduce: int = 1) -> tuple[np.ndarray, dict, np.ndarray | N
         raise BadSample(f"sample {key!r}: needs an image (.jpg/.png) and a .json member, has {sorted(raw)}")
     flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
              8: cv2.IMREAD_REDUCED_COLOR_8}[reduce]
-    image = cv2.imdecode(np.frombuffer(raw[ext], np.uint8), flags)
-    if image is None:
-        raise BadSample(f"sample {key!r}: {ext} image does not decode")
+    try:
+        image = image_io.decode(raw[ext], f"sample {key!r} {ext}", flags)
+    except image_io.ImageError as err:
+        raise BadSample(str(err)) from None
     try:
         meta = read_meta(raw)
         for p in meta["people"]:

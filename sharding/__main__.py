@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from sharding.people import InputError
 from sharding.writer import Settings, build_split
+from src.cli import ensure_writable, report_errors, run
 
 
 def _bar(label: str):
@@ -93,8 +94,10 @@ def summary(rows: list[dict], out_dir: str, console: Console) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="shards")
+@report_errors
 def main(cfg: DictConfig) -> None:
     console = Console(width=None if sys.stdout.isatty() else 150)
+    ensure_writable(cfg.out_dir, "out_dir", folder=True)  # before any source is read
     try:
         rows, errors = build_all(cfg)
     except InputError as e:
@@ -106,4 +109,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -17,7 +17,17 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from sharding.keypoints import from_coco17, from_coco23, from_wholebody133
-from sharding.people import SkipRecord, clip_to_image, ignore_png, labelled_count, person, read_image
+from sharding.people import (
+    SkipRecord,
+    check_box,
+    clip_to_image,
+    finite,
+    ignore_png,
+    labelled_count,
+    numbers,
+    person,
+    read_image,
+)
 from sharding.source import Plan, Source, load_json, require
 from src.record import Record
 from src.skeleton import BODY_135
@@ -86,7 +96,10 @@ class CocoCrops(Source):
         item = f"image {img_id} ({info['file_name']})"
         anns = self.coco.imgToAnns[img_id]
         for ann in anns:
-            n = np.asarray(ann["keypoints"]).size
+            where = f"{item} annotation {ann['id']}"
+            n = numbers(ann["keypoints"], where, "keypoints").size
+            if "bbox" in ann:
+                ann["bbox"] = check_box(ann["bbox"], info["width"], info["height"], where)
             if n not in self.sizes:
                 raise SkipRecord("wrong_keypoint_count", item, f"(annotation {ann['id']}: {n} values)")
         return info, item, anns
@@ -113,7 +126,11 @@ class _CocoPeople(Source):
         return Plan(items=items, skipped=skipped, notes={"images_without_labelled_people": empty})
 
     def _maybe_labelled(self, ann: dict) -> bool:
-        return any(any(v > 0 for v in ann.get(f, [])[2::3]) for f in self.fields)
+        """Any visibility > 0; a field that is not a list of numbers counts (``convert`` reports it)."""
+        try:
+            return any(any(v > 0 for v in ann.get(f, [])[2::3]) for f in self.fields)
+        except TypeError:
+            return True
 
     def to_body135(self, ann: dict) -> np.ndarray:
         raise NotImplementedError
@@ -126,12 +143,17 @@ class _CocoPeople(Source):
         info = self.coco.imgs[img_id]
         item = f"image {img_id} ({info['file_name']})"
         anns = self.coco.imgToAnns.get(img_id, [])
+        width, height = (int(finite(info[k], item, k)) for k in ("width", "height"))
         for ann in anns:
+            where = f"{item} annotation {ann['id']}"
+            ann["bbox"] = check_box(ann["bbox"], width, height, where)
+            if "area" in ann:
+                ann["area"] = finite(numbers(ann["area"], where, "area"), where, "area")
             if ann.get("iscrowd", 0):
                 continue
             for f in self.fields:
                 n = self.lengths[f]
-                if len(ann[f]) != 3 * n:
+                if len(numbers(ann[f], where, f).reshape(-1)) != 3 * n:
                     raise SkipRecord("wrong_keypoint_count", item, f"(annotation {ann['id']}: {f} has "
                                                                    f"{len(ann[f])} values, expected {3 * n})")
         data, ext, w, h = read_image(self.image_dir / info["file_name"], info["width"], info["height"])

@@ -19,6 +19,7 @@ from sharding.people import (
     SkipRecord,
     clip_to_image,
     labelled_count,
+    numbers,
     part_person,
     read_image,
 )
@@ -27,7 +28,7 @@ from src.record import Record
 
 
 def _face(pid: int, kpts: np.ndarray, w: int, h: int, item: str) -> dict | None:
-    kpts = np.asarray(kpts, np.float32).reshape(-1)
+    kpts = numbers(kpts, item, "keypoints").reshape(-1)
     if kpts.size not in (68 * 3, 70 * 3):
         raise SkipRecord("wrong_keypoint_count", item, f"({kpts.size} values, expected 68x3 or 70x3)")
     kp = clip_to_image(from_face(kpts), w, h, item)

@@ -23,6 +23,7 @@ from sharding.people import (
     clip_to_image,
     int_id,
     labelled_count,
+    numbers,
     part_person,
     read_image,
 )
@@ -43,7 +44,7 @@ def hand_side(file_name: str, side: str) -> str:
 
 
 def _hand(pid: int, kpts, side: str, w: int, h: int, item: str) -> dict | None:
-    kpts = np.asarray(kpts, np.float32).reshape(-1)
+    kpts = numbers(kpts, item, "keypoints").reshape(-1)
     if kpts.size != 63:
         raise SkipRecord("wrong_keypoint_count", item, f"({kpts.size} values, expected 63)")
     kp = clip_to_image(from_hand21(kpts, side), w, h, item)
@@ -101,7 +102,7 @@ class HandDbRaw(Source):
     def convert(self, item) -> Record:
         index, path, d = item
         side = "left" if d["is_left"] else "right"
-        pts = np.asarray(d["hand_pts"], np.float32)
+        pts = numbers(d["hand_pts"], path.name, "hand_pts")
         if pts.shape != (21, 3):
             raise SkipRecord("wrong_keypoint_count", path.name, f"(hand_pts {list(pts.shape)}, not 21x3)")
         pts[:, 2] = np.where(pts[:, 2] > 0, 2, 0)  # annotated -> COCO "visible"

@@ -13,7 +13,16 @@ from collections import defaultdict
 import numpy as np
 
 from sharding.keypoints import from_mpii16
-from sharding.people import SkipRecord, clip_to_image, finite, int_id, keypoint_box, person, read_image
+from sharding.people import (
+    SkipRecord,
+    clip_to_image,
+    finite,
+    int_id,
+    keypoint_box,
+    numbers,
+    person,
+    read_image,
+)
 from sharding.source import Plan, Source, load_json, require
 from src.record import Record
 
@@ -37,8 +46,9 @@ class Mpii(Source):
         name, index, entries = item
         people, all_joints = [], []
         for i, e in entries:
-            joints = np.asarray(e["joints"], np.float32)
-            vis = np.asarray(e.get("joints_vis", [1] * len(joints)), np.float32).reshape(-1)
+            where = f"{name} entry {i}"
+            joints = numbers(e["joints"], where, "joints")
+            vis = numbers(e.get("joints_vis", [1] * len(joints)), where, "joints_vis").reshape(-1)
             if joints.shape != (16, 2) or vis.shape != (16,):
                 raise SkipRecord("wrong_keypoint_count", name, f"(entry {i}: joints {list(joints.shape)}, "
                                                                f"joints_vis {list(vis.shape)}; not 16x2, 16)")
@@ -48,8 +58,9 @@ class Mpii(Source):
             kp = clip_to_image(from_mpii16(joints, vis), w, h, f"{name} entry {i}")
             raw = np.concatenate([joints, np.where((vis > 0) & (joints > 0).any(1), 1, 2)[:, None]], 1)
             box = keypoint_box(clip_to_image(raw, w, h, f"{name} entry {i}"))
-            scale = finite(e["scale"], name, "scale") * 200
-            center = [finite(c, name, "center") for c in e["center"]]
+            where = f"{name} entry {i}"
+            scale = finite(numbers(e["scale"], where, "scale"), where, "scale") * 200
+            center = [finite(c, where, "center") for c in numbers(e["center"], where, "center").reshape(-1)]
             if box is None or not (kp[:, 2] <= 1).any():
                 continue  # nothing mappable left in the image: a person the loader cannot use
             people.append(person(i, kp, box, scale, center=center))

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from src import image_io
+
 # Full-person height as a multiple of a lone hand's or face's size, so that "scale" means the same thing in
 # every source and the loader's 288*m rule (spec §4.3) gives hands and faces their anatomical size at m = 1.
 # A hand (wrist to middle fingertip, the longest side of its keypoint box) is about 1/9 of body height; the
@@ -52,6 +54,10 @@ def read_image(path: Path, width: int | None = None, height: int | None = None
         raise SkipRecord("missing_file", path)
     data = path.read_bytes()
     try:
+        image_io.check(data, path)
+    except image_io.ImageError as e:
+        raise SkipRecord("unreadable_image", path, f"({e.reason})") from None
+    try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
             fmt = (im.format or "").lower()
@@ -70,6 +76,57 @@ def read_image(path: Path, width: int | None = None, height: int | None = None
             raise SkipRecord("unreadable_image", path, f"(format {fmt})")
         data, ext = enc.tobytes(), "png"
     return data, ext, w, h
+
+
+def numbers(values, item: str, field: str, dtype=np.float32) -> np.ndarray:
+    """``values`` (a list, possibly nested) as float32; a value that is not a number (a string, None, a
+    dict) skips the record as ``non_numeric_value``, naming ``item`` (file and annotation) and ``field``.
+    Non-finite numbers pass: where they are allowed (an unlabelled point) the caller decides."""
+    def leaves(v):
+        if isinstance(v, (list, tuple, np.ndarray)):
+            for x in v:
+                yield from leaves(x)
+        else:
+            yield v
+
+    for i, v in enumerate(leaves(values)):
+        if isinstance(v, str) or not isinstance(v, (int, float, np.number)):
+            raise SkipRecord("non_numeric_value", item, f"({field}[{i}] = {v!r})")
+    try:
+        return np.asarray(values, dtype)
+    except (TypeError, ValueError) as e:  # ragged nesting
+        raise SkipRecord("non_numeric_value", item, f"({field}: {e})") from None
+
+
+def check_box(bbox, width: int, height: int, item: str, field: str = "bbox") -> list[float]:
+    """``[x, y, w, h]`` as floats after the checks every source's boxes pass: four numbers
+    (``non_numeric_value``), finite (``non_finite_box``), positive width and height (``empty_box``) and
+    overlapping the ``width`` x ``height`` image (``box_outside_image``); else the record is skipped."""
+    box = numbers(bbox, item, field, np.float64).reshape(-1)
+    if box.size != 4:
+        raise SkipRecord("non_numeric_value", item, f"({field} has {box.size} values, expected 4)")
+    x, y, w, h = (float(v) for v in box)
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        raise SkipRecord("non_finite_box", item, f"({field} {[x, y, w, h]})")
+    if w <= 0 or h <= 0:
+        raise SkipRecord("empty_box", item, f"({field} {[x, y, w, h]}: width and height must be > 0)")
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        raise SkipRecord("box_outside_image", item, f"({field} {[x, y, w, h]}, image {width}x{height})")
+    return [x, y, w, h]
+
+
+def non_finite(value, path: str = "") -> str | None:
+    """The path of the first NaN or infinite number in a JSON-like ``value`` (``people[0].bbox[3]``), or
+    None. The last guard before a record's meta is written: a shard and gt.json hold finite numbers only."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path or "value"
+    if isinstance(value, dict):
+        items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    return next((p for k, v in items if (p := non_finite(v, k)) is not None), None)
 
 
 def clip_to_image(kp: np.ndarray, width: int, height: int, item: str) -> np.ndarray:
@@ -150,7 +207,13 @@ def int_id(text: str, fallback: int) -> int:
 
 
 def finite(value, item: str, field: str) -> float:
-    v = float(value)
+    """``value`` as a finite float; else the record is skipped (non_numeric_value, non_finite_value)."""
+    if isinstance(value, (str, bytes)) or value is None:
+        raise SkipRecord("non_numeric_value", item, f"({field} = {value!r})")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise SkipRecord("non_numeric_value", item, f"({field} = {value!r})") from None
     if not math.isfinite(v):
         raise SkipRecord("non_finite_value", item, f"({field}={value})")
     return v

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 
-from sharding.people import SkipRecord
+from sharding.people import SkipRecord, non_finite
 from sharding.source import Source
 from src.record import Record
 from src.skeleton import BODY_135
@@ -195,9 +195,13 @@ _WORKER_CONV: Source | None = None
 
 def _convert_one(item):
     try:
-        return _WORKER_CONV.convert(item)
+        rec = _WORKER_CONV.convert(item)
     except SkipRecord as s:
         return s
+    bad = non_finite(rec.meta)
+    if bad is not None:  # the last guard: no NaN or infinity reaches a shard or gt.json
+        return SkipRecord("non_finite_value", rec.meta.get("file_name", rec.key), f"({bad})")
+    return rec
 
 
 def _records(conv: Source, plan, workers: int):
@@ -216,7 +220,7 @@ def _records(conv: Source, plan, workers: int):
 
 def _write_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
     os.replace(tmp, path)
 
 

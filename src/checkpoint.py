@@ -4,11 +4,20 @@ A file is a Lightning checkpoint of :class:`src.model.module.PoseModule` (``stat
 ``hyper_parameters.net`` = the network's Hydra node, ``global_step``) or a plain state dict of the network or
 of a backbone. Tensor names are read relative to an anchor (``backbone.`` for a whole network, ``features.``
 for a VGG backbone), so any prefix before it (``net.``, ``model.``, ``module.``) is dropped.
+
+Files are read with ``torch.load(weights_only=True)``: tensors and plain values only, so a checkpoint from
+elsewhere cannot run code while it is read. One that needs more (pickled classes or functions) is refused
+with :class:`CheckpointError`; ``trust_checkpoint=true`` on train/evaluate/export/predict (:func:`trusted`)
+reads it with the full unpickler, for files whose origin the user vouches for.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
+import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -22,15 +31,59 @@ RENAMED_TARGETS = {"src.model.": "src.model.net."}
 """Network classes saved before the network moved into ``src/model/net.py``: old ``_target_`` -> new."""
 
 
+TRUST_HINT = "trust_checkpoint=true"
+_TRUST: contextvars.ContextVar[bool] = contextvars.ContextVar("trust_checkpoint", default=False)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read: not a torch.save zip, truncated, foreign, or refused as unsafe."""
+
+
+@contextlib.contextmanager
+def trusted(flag: bool = True):
+    """Within the block, checkpoints are read with the full unpickler (``trust_checkpoint=true``): only for
+    files from a trusted source, since unpickling can run arbitrary code."""
+    token = _TRUST.set(bool(flag))
+    try:
+        yield
+    finally:
+        _TRUST.reset(token)
+
+
+def trusting() -> bool:
+    """Whether checkpoints are read with the full unpickler here (inside :func:`trusted`)."""
+    return _TRUST.get()
+
+
 def read(path: str | Path, what: str = "ckpt_path") -> dict:
-    """The checkpoint at ``path`` as a dict (CPU tensors); a clear error, naming the setting ``what`` that
-    gave the path, when it is absent or not a dict."""
+    """The checkpoint at ``path`` as a dict (CPU tensors), read weights-only unless :func:`trusted`; one-line
+    errors naming the setting ``what`` and the path when it is absent, not a checkpoint, truncated, not a
+    dict, or needs more than weights-only loading allows."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what}: no file at {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    expected = "expected a PyTorch/Lightning checkpoint (the zip file torch.save writes)"
+    if not zipfile.is_zipfile(path):
+        size = path.stat().st_size
+        raise CheckpointError(f"{what}={path}: not a readable checkpoint ({size} bytes, no zip directory: "
+                              f"truncated or another kind of file); {expected}")
+    trust = trusting()
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=not trust, mmap=True)
+    except Exception as err:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, ...
+        text = str(err)
+        if "Weights only load failed" in text:
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+            needs = f"the Python object {found.group(1)}" if found else "Python objects beyond tensors"
+            raise CheckpointError(
+                f"{what}={path}: refused: it needs {needs}, and unpickling it could run code; only tensors "
+                f"and plain values are read from untrusted files. If you trust its source, pass "
+                f"{TRUST_HINT}") from err
+        first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+        raise CheckpointError(f"{what}={path}: not a readable checkpoint ({type(err).__name__}: "
+                              f"{first[:200]}); {expected}") from err
     if not isinstance(ckpt, dict):
-        raise ValueError(f"{path}: not a checkpoint (a {type(ckpt).__name__}, expected a dict)")
+        raise CheckpointError(f"{what}={path}: not a checkpoint (a {type(ckpt).__name__}, expected a dict)")
     return ckpt
 
 
@@ -78,10 +131,11 @@ def _renamed(cfg: dict) -> dict:
     return out
 
 
-def network_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None, dict]:
+def network_state(path: str | Path, what: str = "ckpt_path"
+                  ) -> tuple[dict[str, torch.Tensor], dict | None, dict]:
     """(network tensors without the module prefix, the network config saved with them or None, the
     checkpoint's hyper-parameters or {})."""
-    ckpt = read(path)
+    ckpt = read(path, what)
     tensors = strip_prefix(ckpt.get("state_dict", ckpt), "backbone.", path)
     hparams = dict(ckpt.get("hyper_parameters") or {})
     saved = hparams.get("net")
@@ -116,7 +170,7 @@ def init_weights(net: nn.Module, path: str | Path, strict: bool = True) -> list[
     no optimiser, schedule or step). Strict: a tensor missing on either side or of another shape is an error
     naming the first one. Not strict: those tensors keep their initialisation and are returned (and logged),
     e.g. the output convs of another output layout."""
-    tensors, _, _ = network_state(path)
+    tensors, _, _ = network_state(path, "model.init_from")
     own = net.state_dict()
     odd = [f"{k}: checkpoint {tuple(v.shape)}, network {tuple(own[k].shape)}"
            for k, v in tensors.items() if k in own and v.shape != own[k].shape]

@@ -21,7 +21,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from src.evaluation.evaluator import EvalInputError, evaluate_wholebody, format_table, load_predictions
+from src.cli import ensure_writable, report_errors, run
+from src.evaluation.evaluator import evaluate_wholebody, format_table, load_predictions
 
 IMAGE_SOURCE = "images"  # the source name of images=DIR samples
 
@@ -39,17 +40,17 @@ def evaluate_files(gt: str | Path, pred: str | Path, out: str | Path) -> dict[st
 
 def _image_batches(gt_path: str | Path, images: str | Path, height: int):
     """COCO-WholeBody json + image folder -> validation batches (one image each) at ``height``."""
-    import cv2
-
     from datamodules.augment import eval_sample
     from datamodules.samples import collate_eval, labelled_of
+    from src import image_io
 
     gt = json.loads(Path(gt_path).read_text())
     for info in gt["images"]:
         path = Path(images) / info["file_name"]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise FileNotFoundError(f"images={images}: cannot read {path} (image_id {info['id']})")
+        try:
+            image = image_io.read(path)
+        except image_io.ImageError as err:
+            raise FileNotFoundError(f"images={images}: {err} (image_id {info['id']})") from None
         out = eval_sample(image, {"people": []}, None, height)
         out.update(image_id=int(info["id"]), key=str(info["id"]), source=IMAGE_SOURCE, gt=str(gt_path),
                    labelled=labelled_of([], False))
@@ -66,14 +67,17 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, dict[str, float]]:
     from src.evaluation.validation import ValidationCollector
     from src.inference import CHECKPOINT_SUFFIXES, Inference, load_model
 
+    ensure_writable(cfg.out, "out")  # before the model runs over every image
     height = cfg.height
-    if height is None and Path(cfg.ckpt_path).suffix.lower() in CHECKPOINT_SUFFIXES:
-        height = (checkpoint.read(cfg.ckpt_path).get("hyper_parameters") or {}).get("input_size")
-    if height is None:
-        raise ValueError(f"ckpt_path={cfg.ckpt_path} records no input size: give height=...")
-    height = int(height)
-    inference = Inference(load_model(cfg.ckpt_path, cfg.device), instantiate(cfg.decoder), list(cfg.scales),
-                          cfg.device, cfg.flip, cfg.precision)
+    with checkpoint.trusted(bool(cfg.get("trust_checkpoint", False))):
+        if height is None and Path(cfg.ckpt_path).suffix.lower() in CHECKPOINT_SUFFIXES:
+            height = (checkpoint.read(cfg.ckpt_path).get("hyper_parameters") or {}).get("input_size")
+        if height is None:
+            raise ValueError(f"ckpt_path={cfg.ckpt_path} records no input size: give height=...")
+        height = int(height)
+        model = load_model(cfg.ckpt_path, cfg.device)
+    inference = Inference(model, instantiate(cfg.decoder), list(cfg.scales), cfg.device, cfg.flip,
+                          cfg.precision)
     if cfg.get("data") is not None:
         datamodule = instantiate(cfg.data, val_size=height, targets=None)
         if not datamodule.val_gt:
@@ -101,20 +105,17 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, dict[str, float]]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@report_errors
 def main(cfg: DictConfig) -> None:
     if cfg.ckpt_path is not None:
-        try:
-            evaluate_checkpoint(cfg)
-        except (EvalInputError, FileNotFoundError, ValueError) as e:
-            sys.exit(f"error: {e}")
+        evaluate_checkpoint(cfg)  # an error: one line from report_errors
         return
     if cfg.gt is None or cfg.pred is None:
         sys.exit("error: give both gt=GT.json and pred=PRED.json (and optionally out=METRICS.json)")
-    try:
-        evaluate_files(cfg.gt, cfg.pred, cfg.out)
-    except EvalInputError as e:
-        sys.exit(f"error: {e}")
+    if cfg.out:
+        ensure_writable(cfg.out, "out")
+    evaluate_files(cfg.gt, cfg.pred, cfg.out)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -23,7 +23,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from src import checkpoint
 from src.checkpoint import build_network
+from src.cli import ensure_writable, report_errors, run
 from src.inference import NORMALISATION, load_exported
 from src.model.net import PoseNet
 from src.skeleton import BODY_135
@@ -103,14 +105,15 @@ def parity(model: nn.Module, path: str | Path, sizes: list[tuple[int, int]], see
 
 
 def export(model_cfg: DictConfig | dict | None, fmt: str, out: str | Path, ckpt_path: str | None = None,
-           check_sizes: list | None = None, tolerance: float = 1e-4) -> dict:
-    """Write ``out`` and ``out``.json; return the metadata with the measured parity added."""
+           check_sizes: list | None = None, tolerance: float = 1e-4, trust_checkpoint: bool = False) -> dict:
+    """Write ``out`` and ``out``.json; return the metadata with the measured parity added. ``ckpt_path`` is
+    read weights-only unless ``trust_checkpoint``."""
     if fmt not in ("onnx", "torchscript"):
         raise ValueError(f"format must be onnx or torchscript, got {fmt!r}")
     sizes = [tuple(int(v) for v in s) for s in (check_sizes or [[256, 256], [192, 320]])]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    net, net_cfg = build_network(model_cfg, ckpt_path)
+    out = ensure_writable(out, "out")  # before the export and its parity check, not after
+    with checkpoint.trusted(trust_checkpoint):
+        net, net_cfg = build_network(model_cfg, ckpt_path)
     model = Maps(net).eval()
     if fmt == "onnx":
         export_onnx(model, out, sizes[0])
@@ -128,10 +131,11 @@ def export(model_cfg: DictConfig | dict | None, fmt: str, out: str | Path, ckpt_
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@report_errors
 def main(cfg: DictConfig) -> None:
     export(cfg.model, cfg.format, cfg.out, cfg.ckpt_path, OmegaConf.to_container(cfg.check_sizes),
-           cfg.tolerance)
+           cfg.tolerance, bool(cfg.get("trust_checkpoint", False)))
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

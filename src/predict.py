@@ -33,6 +33,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from src import checkpoint, image_io
+from src.cli import ensure_writable, report_errors, run
 from src.decoder import draw
 from src.decoder.writers import wholebody_records, write_openpose_json
 from src.inference import Inference, load_model
@@ -74,10 +76,11 @@ def predict(cfg: DictConfig) -> dict:
     source = str(cfg.input)
     is_video = source.isdigit() or Path(source).suffix.lower() in VIDEO_SUFFIXES
     files = None if is_video else list_images(source)
-    inference = Inference(load_model(cfg.ckpt_path, cfg.device), instantiate(cfg.decoder), list(cfg.scales),
-                          cfg.device, cfg.flip, cfg.precision)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_writable(cfg.out, "out", folder=True)  # before the model is loaded and any image is run
+    with checkpoint.trusted(bool(cfg.get("trust_checkpoint", False))):
+        model = load_model(cfg.ckpt_path, cfg.device)
+    inference = Inference(model, instantiate(cfg.decoder), list(cfg.scales), cfg.device, cfg.flip,
+                          cfg.precision)
     if is_video:
         return predict_video(cfg, inference, source, out)
     return predict_images(cfg, inference, files, out)
@@ -93,10 +96,11 @@ def predict_images(cfg: DictConfig, inference: Inference, files: list[Path], out
     records, images, skipped = [], [], []
     ids = image_ids(files)
     for iid, path in zip(ids, tqdm(files, desc="predict", unit="img", disable=not cfg.progress), strict=True):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            skipped.append({"file": str(path), "reason": "unreadable image (cv2.imread failed)"})
-            log.warning("skipped %s: unreadable image", path)
+        try:
+            image = image_io.read(path)
+        except image_io.ImageError as err:  # truncated, corrupt or not an image: listed, not guessed at
+            skipped.append({"file": str(path), "reason": err.reason})
+            log.warning("skipped %s", err)
             continue
         people = _people(inference, image, int(cfg.height))
         write_openpose_json(people, out / f"{path.stem}_keypoints.json")
@@ -172,11 +176,9 @@ def predict_video(cfg: DictConfig, inference: Inference, source: str, out: Path)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@report_errors
 def _main(cfg: DictConfig) -> None:
-    try:
-        summary = predict(cfg)
-    except (FileNotFoundError, ValueError) as err:
-        sys.exit(f"error: {err}")
+    summary = predict(cfg)  # an error: one line from report_errors
     if summary["processed"] == 0:
         sys.exit("error: no image could be read")
 
@@ -189,7 +191,7 @@ def main() -> None:
             print("note: model=FILE is deprecated and will be removed in the next release; "
                   "use ckpt_path=FILE", file=sys.stderr)
             sys.argv[i] = "ckpt_path=" + arg[len("model="):]
-    _main()
+    run(_main)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ class Record:
         people = self.meta["people"]
         meta = dict(self.meta, people=[{k: v for k, v in p.items() if k != "keypoints"} for p in people])
         out = {"__key__": self.key, self.ext: self.image,
-               "json": json.dumps(meta, separators=(",", ":")).encode()}
+               "json": json.dumps(meta, separators=(",", ":"), allow_nan=False).encode()}
         if people:
             buf = io.BytesIO()
             np.save(buf, np.asarray([p["keypoints"] for p in people], np.float32))

@@ -17,10 +17,12 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import hydra  # noqa: E402
 import lightning as L  # noqa: E402
+from hydra.errors import InstantiationException  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from src import checkpoint  # noqa: E402
+from src.cli import report_errors, run  # noqa: E402
 from src.model.module import METRICS_FILE  # noqa: E402
 from src.runs.logs import ResumableCSVLogger, loss_curve  # noqa: E402
 
@@ -38,10 +40,23 @@ def resolve_ckpt(cfg: DictConfig) -> tuple[str | None, int | None]:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Build model, trainer and loggers (config errors surface here, before any data is read), then fit."""
+    """Build model, trainer and loggers (config errors surface here, before any data is read), then fit.
+    Checkpoints (``ckpt_path``, ``model.init_from``, a backbone file) are read weights-only unless
+    ``trust_checkpoint=true``."""
+    trust = bool(cfg.get("trust_checkpoint", False))
+    with checkpoint.trusted(trust):
+        return _train(cfg, trust)
+
+
+def _train(cfg: DictConfig, trust: bool) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     ckpt, resume_step = resolve_ckpt(cfg)
-    model = instantiate(cfg.model, _recursive_=False)
+    try:
+        model = instantiate(cfg.model, _recursive_=False)
+    except InstantiationException as err:  # model.init_from / a backbone file: the reader's own one line
+        if isinstance(err.__cause__, checkpoint.CheckpointError):
+            raise err.__cause__ from None
+        raise
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     loggers = [instantiate(c, resume_step=resume_step) if c._target_.endswith(ResumableCSVLogger.__name__)
                else instantiate(c) for c in (cfg.logger or {}).values()]
@@ -49,7 +64,9 @@ def train(cfg: DictConfig) -> dict:
     datamodule = instantiate(cfg.data)
     if ckpt:
         log.info("resuming %s from %s at step %d", cfg.run_dir, ckpt, resume_step)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
+    # Lightning reads the resumed checkpoint itself: weights-only too (its default follows torch.load's, which
+    # an environment variable can flip), unless the user trusts the file.
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=not trust)
     # After ddp_spawn the parent's trainer keeps its callback metrics but not the step: trust val/step there.
     validated = int(trainer.callback_metrics.get("val/step", -1))
     if validated < trainer.global_step:
@@ -67,10 +84,11 @@ def train(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@report_errors
 def main(cfg: DictConfig) -> None:
     result = train(cfg)
     log.info("done at step %d; metrics in %s", result["global_step"], Path(cfg.run_dir) / METRICS_FILE)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -239,3 +239,20 @@ def test_ignore_fractions_match_a_full_resolution_warp():
         want = cv2.resize(full, (20, 20), interpolation=cv2.INTER_AREA) / 255.0
         diff = np.abs(out["ignore"] - want)
         assert want.std() > 0.1 and diff.mean() < 0.01 and diff.max() < 0.15
+
+
+def test_non_finite_affine_is_a_bad_sample_and_nan_points_are_never_labelled():
+    from datamodules.samples import BadSample
+    from datamodules.streams import DATA_ERRORS
+
+    image = np.full((120, 160, 3), 100, np.uint8)
+    aug = Augment(Policy("body", (1.0, 1.0), flip=0.0), size=96)
+    bad = person((80, 60), 80)
+    bad["center"], bad["scale"] = [float("nan"), 60.0], float("nan")  # a NaN box reached the sample
+    with pytest.raises(BadSample, match="affine is not finite") as err:
+        aug(image, _meta([bad]))
+    assert isinstance(err.value, DATA_ERRORS)  # the streams skip and count it
+    ok = person((80, 60), 80)
+    ok["keypoints"][0][:2] = [float("nan"), 30.0]  # labelled (v=1) but NaN
+    out = aug(image, _meta([ok]))
+    assert np.isfinite(out["keypoints"]).all() and out["keypoints"][0, 0, 2] == 2

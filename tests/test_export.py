@@ -35,7 +35,8 @@ def checkpoint(tiny, tmp_path_factory):
     for p in module.net.parameters():  # so that loading is visible in the outputs
         p.data += 0.05 * torch.randn_like(p)
     path = tmp_path_factory.mktemp("ckpt") / "model.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": module.hparams}, path)
+    # Lightning saves hparams as a plain dict (an AttributeDict would need the full unpickler)
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
     return path, module.net.eval()
 
 

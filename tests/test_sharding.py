@@ -213,6 +213,41 @@ def _missing_file(src):
     (src / "0003.jpg").unlink()
 
 
+def _box_outside(src):
+    edit_ann(src, lambda d: d["annotations"][2].update(bbox=[5000, 5000, 100, 100]))
+
+
+def _box_nan(src):
+    edit_ann(src, lambda d: d["annotations"][2].update(bbox=[10, 10, -50, float("nan")]))
+
+
+def _box_empty(src):
+    edit_ann(src, lambda d: d["annotations"][2].update(bbox=[10, 10, -50, 20]))
+
+
+def _box_of_a_crowd_infinite(src):
+    edit_ann(src, lambda d: d["annotations"][-1].update(bbox=[40, 30, float("inf"), 10]))
+
+
+def _area_nan(src):
+    edit_ann(src, lambda d: d["annotations"][2].update(area=float("nan")))
+
+
+def _keypoint_text(src):
+    edit_ann(src, lambda d: d["annotations"][2]["keypoints"].__setitem__(0, "abc"))
+
+
+def _keypoint_nan(src):
+    edit_ann(src, lambda d: d["annotations"][2]["keypoints"].__setitem__(0, float("nan")))
+
+
+def strict_json(text: str):
+    """``json.loads`` that refuses NaN and Infinity (invalid in strict JSON)."""
+    def refuse(name):
+        raise ValueError(f"non-finite number {name} in JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
 @pytest.mark.parametrize("damage, reason, item", [
     (_corrupt, "unreadable_image", "0000.jpg"),
     (_truncated, "unreadable_image", "0001.jpg"),
@@ -220,6 +255,13 @@ def _missing_file(src):
     (_far_outside, "far_outside_image", "image 2"),
     (_unknown_image, "unknown_image_id", "annotation 777"),
     (_missing_file, "missing_file", "0003.jpg"),
+    (_box_outside, "box_outside_image", "image 2 (0001.jpg) annotation 100"),
+    (_box_nan, "non_finite_box", "image 2 (0001.jpg) annotation 100"),
+    (_box_empty, "empty_box", "annotation 100"),
+    (_box_of_a_crowd_infinite, "non_finite_box", "annotation 9999"),
+    (_area_nan, "non_finite_value", "annotation 100"),
+    (_keypoint_text, "non_numeric_value", "image 2 (0001.jpg) annotation 100"),
+    (_keypoint_nan, "non_finite_keypoint", "annotation 100"),
 ])
 def test_bad_record_is_skipped_and_reported(tmp_path, damage, reason, item):
     src = make_coco(tmp_path / "raw")
@@ -230,8 +272,12 @@ def test_bad_record_is_skipped_and_reported(tmp_path, damage, reason, item):
     assert m["skipped"]["count"] == 1 and m["skipped"]["by_reason"] == {reason: 1}
     (ex,) = m["skipped"]["examples"]
     assert ex["reason"] == reason and item in ex["item"]
-    gt = json.loads((tmp_path / "out" / "toy" / "val" / "gt.json").read_text())
+    split = tmp_path / "out" / "toy" / "val"
+    gt = strict_json((split / "gt.json").read_text())  # every number finite: strict JSON
     assert len(gt["images"]) == expect
+    strict_json((split / "manifest.json").read_text())
+    for sample in wds.WebDataset(sorted(str(p) for p in split.glob("*.tar")), shardshuffle=False):
+        strict_json(sample["json"].decode())
 
 
 def test_points_slightly_outside_become_background(tmp_path):
