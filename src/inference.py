@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from src import checkpoint
 from src.decoder.decode import Decoder, Person, to_image_pixels
-from src.skeleton import BODY_135
+from src.skeleton import BODY_135, layout_of
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 
@@ -92,7 +92,7 @@ def unflip(maps: torch.Tensor, mirrored: torch.Tensor) -> torch.Tensor:
     input's width is a multiple of the stride, so cell g maps onto cell W/8 - 1 - g exactly), heatmaps of
     left and right points swapped, each PAF read from its mirror pair with x negated (``flip_channels``).
     Channels without a mirror keep ``maps`` alone."""
-    source, sign = BODY_135.flip_channels
+    source, sign = layout_of(maps.shape[1]).flip_channels
     sign = torch.as_tensor(sign, device=maps.device)[:, None, None]
     back = mirrored.flip(-1)[:, torch.as_tensor(source, device=maps.device)] * sign
     return torch.where(sign != 0, (maps + back) / 2, maps)

@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src.model import cost
+from src.model.net import apply_width_rule
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,8 @@ def main(cfg: DictConfig) -> None:
     model_name = hydra.core.hydra_config.HydraConfig.get().runtime.choices.model
     target = hydra.compose("match_runtime", overrides=[f"model={cfg.target}"])
     net_cfg = OmegaConf.to_container(cfg.model.net, resolve=True)
+    rule = net_cfg.get("width_rule")  # Table 1 presets: the rule sets the middle widths once, before scaling
+    net_cfg["paf_stages"], net_cfg["width_rule"] = apply_width_rule(net_cfg["paf_stages"], rule), None
     goal = measure(OmegaConf.to_container(target.model.net, resolve=True), cfg.metric, size, cfg.device,
                    int(cfg.repeats))
     log.info("target %s: %s=%.1f at %dx%d on %s", cfg.target, cfg.metric, goal, *size, cfg.device)
@@ -123,7 +126,9 @@ def main(cfg: DictConfig) -> None:
     # the preset it came from, with only the stages replaced (read as model=matched/<name>)
     preset = (f"defaults:\n  - /model/{model_name}@_here_\n  - _self_\nnet:\n"
               f"  paf_stages: {matched['paf_stages']}\n  cm_stages: {matched['cm_stages']}\n")
-    name = f"{model_name.replace('/', '_')}_as_{str(cfg.target).replace('/', '_')}"
+    if rule is not None:  # the widths above are final: the source's width rule is not applied again
+        preset += f"  width_rule: null   # {model_name}'s width_rule={rule} already applied\n"
+    name = cfg.get("out_name") or f"{model_name.replace('/', '_')}_as_{str(cfg.target).replace('/', '_')}"
     out = Path(cfg.out_dir) / f"{name}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
     status = "within" if abs(best["ratio"] - 1) <= cfg.tolerance else "NOT within"

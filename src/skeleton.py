@@ -47,6 +47,10 @@ class Layout:
     wholebody_parts: COCO-WholeBody field -> the indices it is read from (in that field's order).
     limbs:           part -> the lines a skeleton drawing joins, by name (anatomical chains, not PAF pairs).
     stride:          input pixels per output cell.
+    source_index:    for a layout that is a subset of BODY_135 (``BODY_FOOT``): the BODY_135 index of each of
+                     its points. Shards and batches keep 135-point keypoints; ``select`` picks this layout's
+                     points (targets) and ``to_body135`` places its maps into the 439 BODY_135 channels
+                     (decoder, writers and evaluator then run unchanged). ``None``: BODY_135 itself.
     """
 
     name: str
@@ -60,6 +64,7 @@ class Layout:
     wholebody_parts: dict[str, tuple[int, ...]] = field(default_factory=dict)
     limbs: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     stride: int = 8
+    source_index: tuple[int, ...] | None = None
 
     def __post_init__(self):
         k = len(self.names)
@@ -178,6 +183,36 @@ class Layout:
     def flip_groups(self, groups: list[str]) -> list[str]:
         """The groups a mirrored sample labels (left and right hands swap)."""
         return sorted(self.group_flip.get(g, g) for g in groups)
+
+    # -- a subset of BODY_135 --------------------------------------------------------------------------------
+    def select(self, keypoints, labelled):
+        """BODY_135 keypoints ``[..., 135, 3]`` and labelled ``[..., 135]`` -> this layout's points (unchanged
+        when they already have this layout's K, or for BODY_135 itself)."""
+        if self.source_index is None or keypoints.shape[-2] == self.num_keypoints:
+            return keypoints, labelled
+        idx = list(self.source_index)
+        return keypoints[..., idx, :], labelled[..., idx]
+
+    @cached_property
+    def body135_channels(self) -> np.ndarray:
+        """The BODY_135 output channel of each of this layout's channels (heatmaps, then PAF x, y)."""
+        if self.source_index is None:
+            return np.arange(self.num_channels)
+        where = {pair: p for p, pair in enumerate(BODY_135.pairs)}
+        pairs = [where[self.source_index[a], self.source_index[b]] for a, b in self.pairs]
+        paf = [BODY_135.num_keypoints + 2 * p + c for p in pairs for c in (0, 1)]
+        return np.array([*self.source_index, *paf])
+
+    def to_body135(self, maps):
+        """``[..., C, h, w]`` maps of this layout -> ``[..., 439, h, w]`` BODY_135 maps, zero where this
+        layout has no channel (no peaks, no limbs there), so BODY_135's decoder reads them unchanged."""
+        if self.source_index is None:
+            return maps
+        import torch  # only here: the rest of this module (used by the shard converters) needs numpy only
+
+        out = maps.new_zeros((*maps.shape[:-3], BODY_135.num_channels, *maps.shape[-2:]))
+        out[..., torch.as_tensor(self.body135_channels, device=maps.device), :, :] = maps
+        return out
 
     # -- back to COCO-WholeBody 133 (for evaluation) --------------------------------------------------------
     def to_wholebody133(self, kp: np.ndarray, as_gt: bool = False) -> dict[str, list[float]]:
@@ -325,3 +360,46 @@ BODY_135 = Layout(
     stride=8,
 )
 """The OpenPose whole-body layout: 135 keypoints, 152 PAF pairs, 439 output channels."""
+
+# -- body + foot (paper Table 2's "body-foot" networks): BODY_135 indices 0-24 ------------------------------
+# COCO 17 + MPII UpperNeck/HeadTop + 6 foot points, and the 35 BODY_135 PAF pairs among them in BODY_135 order
+# (conf/model/deep_body_foot.yaml: 25 + 2 x 35 = 95 channels). Not OpenPose's BODY_25 (whose neck is the
+# shoulder midpoint and which has a MidHip point): the 25 points BODY_135 already trains, so every shard and
+# converter serves both layouts.
+_BF = range(0, _GROUPS["foot"].stop)
+BODY_FOOT = Layout(
+    name="BODY_FOOT",
+    names=tuple(_NAMES[i] for i in _BF),
+    groups={g: _GROUPS[g] for g in ("body", "mpii", "foot")},
+    group_extras={"mpii": _GROUP_EXTRAS["mpii"]},
+    pairs=tuple((a, b) for a, b in _PAIRS if a in _BF and b in _BF),
+    flip=tuple(_BODY_FLIP),
+    group_flip={},
+    sigmas=tuple(BODY_135.sigmas[i] for i in _BF),
+    wholebody_parts={"keypoints": tuple(_GROUPS["body"]), "foot_kpts": tuple(_GROUPS["foot"])},
+    limbs={g: _LIMBS[g] for g in ("body", "mpii", "foot")},
+    stride=8,
+    source_index=tuple(_BF),
+)
+"""Body and feet: 25 keypoints (BODY_135's first 25), 35 PAF pairs, 95 output channels."""
+
+LAYOUTS = {"body135": BODY_135, "body_foot": BODY_FOOT}
+
+
+def get_layout(layout: str | Layout) -> Layout:
+    """A ``Layout`` by config name (``body135`` | ``body_foot``), or the layout given."""
+    if isinstance(layout, Layout):
+        return layout
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; known: {list(LAYOUTS)}")
+    return LAYOUTS[layout]
+
+
+def layout_of(channels: int) -> Layout:
+    """The layout whose output has ``channels`` channels (439: BODY_135, 95: BODY_FOOT)."""
+    for layout in LAYOUTS.values():
+        if layout.num_channels == channels:
+            return layout
+    raise ValueError(f"no layout has {channels} output channels; known: "
+                     f"{ {n: lay.num_channels for n, lay in LAYOUTS.items()} }")
+

@@ -4,6 +4,8 @@
 :class:`src.runs.sweep_record.RunRecord` at the end of each training run), prints a Markdown table
 (parameters, GFLOPs at 480x480, measured latency, val AP per part) and writes ``DIR/sweep_report.png``
 (whole-body AP, and each part's AP, against latency) plus ``DIR/sweep_report.md`` holding the same table.
+Runs of the paper's Table 1 presets (``+sweep=table1``) get a second table: the paper's AP/AR/APs/ARs beside
+the measured body AP/AR.
 """
 
 from __future__ import annotations
@@ -65,6 +67,43 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# Paper Table 1 (spec §11.3, COCO val body): preset -> (PAF, CM, AP, AR multi-scale, APs, ARs single scale)
+PAPER_TABLE1 = {
+    "table1_paf1x10_256_cm10x256": ("1s, 10b, 256w", "1s, 10b, 256w", 65.8, 70.3, 56.1, 61.1),
+    "table1_paf2x8_128-288_cm8x256": ("2s, 8b, 128-288w", "1s, 8b, 256w", 66.1, 70.5, 56.7, 61.9),
+    "table1_paf2x10_128-256_cm10x256": ("2s, 10b, 128-256w", "1s, 10b, 256w", 66.1, 70.7, 57.0, 62.0),
+    "table1_paf3x8_96-256_cm8x192": ("3s, 8b, 96-256w", "1s, 8b, 192w", 66.4, 70.9, 56.9, 61.9),
+    "table1_paf4x8_96-256_cm8x224": ("4s, 8b, 96-256w", "1s, 8b, 224w", 65.7, 70.2, 56.3, 61.4),
+    "table1_paf5x8_64-256_cm5x256": ("5s, 8b, 64-256w", "1s, 5b, 256w", 65.5, 70.1, 56.7, 61.8),
+}
+
+
+def paper_row(model: str) -> tuple | None:
+    """The paper's Table 1 row of a preset name (``table1_*``, its ``matched/..._as_...`` variant, or the
+    reduced-width ``table1_cpu/...`` one), else None."""
+    base = str(model).split("/")[-1].split("_as_")[0]
+    return PAPER_TABLE1.get(base.removesuffix("_cpu"))
+
+
+def table1(records: list[dict]) -> str:
+    """The paper's body AP/AR (x100) beside the measured ones, for the runs of Table 1 presets ("" if none).
+    Measured: the run's validation (its own data and ``model.val_scales``), not the paper's COCO val."""
+    rows = [(rec, paper_row(rec["model"])) for rec in records]
+    rows = [(rec, row) for rec, row in rows if row is not None]
+    if not rows:
+        return ""
+    head = ["run", "PAF", "CM", "paper AP", "paper AR", "paper APs", "paper ARs", "AP body", "AR body",
+            "GFLOPs@480", "latency (ms)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rec, (paf, cm, *paper) in rows:
+        ar = rec.get("metrics", {}).get("body", {}).get("AR", float("nan"))
+        cells = [Path(rec["path"]).name, paf, cm, *(f"{v:.1f}" for v in paper),
+                 f"{100 * _ap(rec, 'body'):.1f}", f"{100 * float(ar):.1f}", f"{rec['gflops_480']:.1f}",
+                 f"{rec['latency_ms']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(records: list[dict], out: str | Path) -> None:
     """Whole-body AP against latency (one labelled point per run), and each part's AP beside it."""
     lat = [r["latency_ms"] for r in records]
@@ -92,6 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     records = load_records(args.dir)
     text = table(records)
+    paper = table1(records)
+    if paper:
+        text += "\n\nPaper Table 1 (COCO val body, x100) beside this sweep's body AP/AR:\n\n" + paper
     print(text)
     Path(args.dir, "sweep_report.md").write_text(text + "\n")
     out = args.out or str(Path(args.dir) / "sweep_report.png")

@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from src.skeleton import BODY_135, Layout
+from src.skeleton import BODY_135, Layout, get_layout
 
 LN100 = 4.6052
 """The released truncation constant: a Gaussian is written where d^2 / 2 sigma^2 <= ln 100 (value >= 1%)."""
@@ -45,7 +45,9 @@ class Targets:
                    3.5) down-right of the limb (§9.6).
     roi_grow:      per-side growth of the person box that masks parts with visibility 3/4 (§3.4 step 3).
     background_roi_grow: per-side growth of the box inside which ``paper`` masks the absent channels.
-    layout:        the keypoint layout (``src.skeleton.Layout``); its ``body`` group decides COCO-like.
+    layout:        the keypoint layout (``src.skeleton.Layout``, or its config name ``body135`` |
+                   ``body_foot``); its ``body`` group decides COCO-like. A subset layout (``body_foot``) takes
+                   the batch's 135-point keypoints and draws its own points (``Layout.select``).
 
     A point is drawn when its code is 0/1, its channel is labelled by the source and its coordinates are
     finite (NaN, inf or beyond ``FAR`` px: not drawn); limbs need both ends drawn and A != B.
@@ -53,14 +55,14 @@ class Targets:
 
     def __init__(self, stride: int = 8, mask_policy: str = "paper", small_weight: float = 7.0 / 5.75,
                  paf_width: float = 1.0, paf_centre: str = "aligned", roi_grow: float = 0.3,
-                 background_roi_grow: float = 1.0, layout: Layout = BODY_135):
+                 background_roi_grow: float = 1.0, layout: Layout | str = BODY_135):
         if mask_policy not in ("paper", "released"):
             raise ValueError(f"targets.mask_policy must be 'paper' or 'released', got {mask_policy!r}")
         if paf_centre not in ("aligned", "released"):
             raise ValueError(f"targets.paf_centre must be 'aligned' or 'released', got {paf_centre!r}")
         if stride < 1 or paf_width <= 0:
             raise ValueError(f"targets.stride must be >= 1 and paf_width > 0, got {stride}, {paf_width}")
-        self.layout = layout
+        self.layout = get_layout(layout)
         self.stride = int(stride)
         self.mask_policy = mask_policy
         self.small_weight = float(small_weight)
@@ -81,6 +83,7 @@ class Targets:
         ``[B, h, w]`` (fraction of each cell ignored; None = nothing) -> (target, weight), each
         ``[B, 439, h, w]`` float32."""
         keypoints = torch.as_tensor(keypoints, dtype=torch.float32)
+        keypoints, labelled = self.layout.select(keypoints, torch.as_tensor(labelled))
         device = keypoints.device
         k = self.layout.num_keypoints
         if keypoints.dim() != 4 or keypoints.shape[2:] != (k, 3):

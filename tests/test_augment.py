@@ -179,8 +179,11 @@ def test_policies_and_scale_ranges():
     assert Policy.make("mpii").scale == (1 / 3, 2.5)
     with pytest.raises(ValueError, match="unknown augmentation policy 'feet'"):
         Policy.make("feet")
+    paper = {n: Policy.make(n, "paper").scale for n in ("body", "mpii", "face", "hand", "wholebody")}
+    assert paper == {"body": (1 / 3, 1.5), "mpii": (1 / 3, 1.5), "face": (1 / 3, 1.5), "hand": (0.5, 4.0),
+                     "wholebody": (2 / 3, 4.5)}   # spec §11.1: others 1/3-1.5, MPII hand 0.5-4, Dome 2/3-4.5
     with pytest.raises(ValueError, match="scale_ranges"):
-        Policy.make("body", "paper")
+        Policy.make("body", "effective")
 
 
 def test_background_canvas_and_patch():

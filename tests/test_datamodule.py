@@ -12,8 +12,9 @@ import torch
 import webdataset as wds
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from shard_helpers import sample, write_source
+from shard_helpers import ALL_GROUPS, sample, write_source
 
+from datamodules.augment import SCALE_RANGES, Policy
 from datamodules.mixing import Counter, batch_source, raw_stream
 from datamodules.packed_targets import pack, unpack
 from datamodules.samples import collate, decode
@@ -281,15 +282,17 @@ def test_epochs_draw_new_samples(root):
     assert len(first) == len(second) == 8 and first != second
 
 
-@pytest.mark.parametrize("preset", ["synthetic", "paper"])
+@pytest.mark.parametrize("preset", ["synthetic", "released", "paper"])
 def test_presets_compose_and_normalise(preset, tmp_path):
     with initialize_config_dir(config_dir=str(CONF / "data"), version_base="1.3"):
         cfg = compose(config_name=preset, overrides=[f"root={tmp_path}", "on_missing=skip", "num_workers=0",
                                                      "crop=32", "batches_per_epoch=2"])
     probs = {n: s["probability"] for n, s in cfg.sources.items()}
     assert abs(sum(probs.values()) - 1) < 1e-9
+    if preset == "released":
+        assert probs["coco"] == 0.73 and cfg.mix == "per_batch" and cfg.scale_ranges == "intended"
     if preset == "paper":
-        assert probs["coco"] == 0.73 and cfg.mix == "per_batch"
+        assert probs["coco"] == 0.765 and cfg.mix == "per_batch" and cfg.scale_ranges == "paper"
     first, second = list(cfg.sources)[:2]
     write_source(tmp_path, first, n=4, shards=1, size=(32, 32))
     write_source(tmp_path, second, n=4, shards=1, size=(32, 32))
@@ -299,6 +302,42 @@ def test_presets_compose_and_normalise(preset, tmp_path):
     assert {s.name: round(s.probability, 6) for s in dm.train_sources} == {
         n: round(probs[n] / (probs[first] + probs[second]), 6) for n in (first, second)}
     assert len(list(dm.train_dataloader())) == 2
+
+
+PRESET_SHARES = {  # spec §4.1 (released) and §11.1 (paper), mapped onto this project's sources (README)
+    "released": {"coco": 0.73, "coco_foot": 0.05, "coco_wholebody": 0.075, "mpii": 0.05, "face_300w": 0.02,
+                 "panoptic_hand": 0.035, "onehand10k": 0.01, "freihand": 0.01, "coco_background": 0.02},
+    "paper": {"coco": 0.765, "coco_foot": 0.05, "coco_wholebody": 0.05, "mpii": 0.05, "face_300w": 0.01,
+              "panoptic_hand": 0.035, "onehand10k": 0.01, "freihand": 0.01, "coco_background": 0.02},
+}
+POLICY_GROUPS = {"body": ("body", "foot"), "mpii": ("body",), "wholebody": ALL_GROUPS, "face": ("face",),
+                 "hand": ("lhand", "rhand"), "background": ()}
+
+
+@pytest.mark.parametrize("preset", ["released", "paper"])
+def test_preset_source_shares_are_realised(preset, tmp_path):
+    """Every source of the preset as a small shard set; 2000 samples through the real per-batch mixing give
+    each source its share within 2 points, and each source is augmented with the preset's scale range."""
+    with initialize_config_dir(config_dir=str(CONF / "data"), version_base="1.3"):
+        overrides = [f"root={tmp_path}", "num_workers=0", "crop=16", "batch_size=2", "batches_per_epoch=1000",
+                     "shuffle_buffer=4"]
+        cfg = compose(config_name=preset, overrides=overrides)
+    shares = {n: s["probability"] for n, s in cfg.sources.items()}
+    assert shares == PRESET_SHARES[preset] and abs(sum(shares.values()) - 1) < 1e-9
+    for name, spec in cfg.sources.items():
+        groups = POLICY_GROUPS[spec["policy"]]
+        write_source(tmp_path, name, n=4, shards=1, size=(24, 24), groups=groups, people=1 if groups else 0)
+    write_source(tmp_path, "coco_wholebody", "val", n=2, shards=1, size=(24, 24), groups=ALL_GROUPS)
+    dm = instantiate(cfg)
+    dm.setup("fit")
+    stream = dm.train_dataset()
+    ranges = SCALE_RANGES[cfg.scale_ranges]
+    assert {s.name: Policy.make(s.policy, stream.scale_ranges).scale for s in stream.sources} == {
+        n: ranges[s["policy"]] for n, s in cfg.sources.items()}
+    props = _proportions(dm.train_dataloader())
+    assert set(props) <= set(shares)
+    for name, p in shares.items():
+        assert abs(props.get(name, 0.0) - p) < 0.02, (name, props)
 
 
 def test_rank_env_is_exported_in_setup(root):

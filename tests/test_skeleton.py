@@ -365,3 +365,34 @@ def test_to_wholebody133_writes_confidences_as_they_are():
     assert out["keypoints"][:6] == [0, 0, 0.5, 1, 2, 0.5]
     assert out["lefthand_kpts"][:6] == [9, 18, 0.5, 25, 50, 0.5]
     assert out["face_kpts"][-3:] == [132, 264, 0.5]
+
+
+def test_body_foot_layout_is_body135s_first_25_points():
+    """BODY_FOOT (paper Table 2's body-foot nets): 25 points, the 35 BODY_135 pairs among them, 95 channels;
+    its targets are BODY_135's at the same channels, and its maps go back into the 439 channels."""
+    import torch
+
+    from src.skeleton import BODY_FOOT, get_layout, layout_of
+    from src.targets import Targets
+
+    assert (BODY_FOOT.num_keypoints, BODY_FOOT.num_pairs, BODY_FOOT.num_channels) == (25, 35, 95)
+    assert BODY_FOOT.names == BODY_135.names[:25] and get_layout("body_foot") is BODY_FOOT
+    assert layout_of(95) is BODY_FOOT and layout_of(439) is BODY_135
+    pairs = [BODY_135.pairs[(c - 135) // 2] for c in BODY_FOOT.body135_channels[25::2]]
+    assert pairs == list(BODY_FOOT.pairs)
+    assert list(BODY_FOOT.flip_index) == list(BODY_135.flip_index[:25])
+    rng = np.random.default_rng(0)
+    kp = np.zeros((2, 3, 135, 3), np.float32)
+    kp[..., :2] = rng.uniform(4, 60, (2, 3, 135, 2))
+    kp[..., 2] = rng.choice([0, 1, 2], (2, 3, 135))
+    labelled = np.zeros((2, 135), bool)
+    labelled[:, :25] = True
+    labelled[1, 19:25] = False  # a COCO-17 + MPII-like sample
+    full = Targets()(torch.from_numpy(kp), torch.from_numpy(labelled), None, (64, 64))
+    sub = Targets(layout="body_foot")(torch.from_numpy(kp), torch.from_numpy(labelled), None, (64, 64))
+    channels = torch.as_tensor(BODY_FOOT.body135_channels)
+    for a, b in zip(full, sub, strict=True):
+        assert b.shape == (2, 95, 8, 8) and torch.allclose(a[:, channels], b, atol=1e-6)
+    back = BODY_FOOT.to_body135(sub[0][0])
+    assert back.shape == (439, 8, 8) and torch.equal(back[channels], sub[0][0])
+    assert back[25:135].abs().sum() == 0

@@ -175,7 +175,8 @@ def test_two_run_sweep_records_and_report(tmp_path):
 
 
 # -- the shipped sweeps -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("sweep, count", [("ablation", 6), ("ablation_matched", 6), ("tiny_pair", 1)])
+@pytest.mark.parametrize("sweep, count", [("ablation", 6), ("ablation_matched", 6), ("tiny_pair", 1),
+                                          ("table1", 6)])
 def test_sweeps_compose_every_listed_model(sweep, count):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -201,3 +202,74 @@ def test_matched_presets_cost_what_the_reference_costs():
         goal = cost.gflops(instantiate(reference), (480, 480))
         for name, net in nets.items():
             assert abs(cost.gflops(instantiate(net), (480, 480)) / goal - 1) <= 0.05, name
+
+
+# -- paper Table 1 (spec §11.3) ------------------------------------------------------------------------------
+TABLE1 = {  # preset -> (PAF stages, blocks, first width, last width, CM blocks, CM width), as printed
+    "table1_paf1x10_256_cm10x256": (1, 10, 256, 256, 10, 256),
+    "table1_paf2x8_128-288_cm8x256": (2, 8, 128, 288, 8, 256),
+    "table1_paf2x10_128-256_cm10x256": (2, 10, 128, 256, 10, 256),
+    "table1_paf3x8_96-256_cm8x192": (3, 8, 96, 256, 8, 192),
+    "table1_paf4x8_96-256_cm8x224": (4, 8, 96, 256, 8, 224),
+    "table1_paf5x8_64-256_cm5x256": (5, 8, 64, 256, 5, 256),
+}
+
+
+def test_table1_presets_have_the_papers_structures_and_the_same_cost():
+    """The six rows as printed (stage counts, blocks, first/last width, CM), and the six models the table1
+    sweep trains (rows 1-3, 5, 6 GFLOPs-matched to row 4) built on the meta device: every stage structure
+    kept, GFLOPs at 480x480 within 5% of each other."""
+    from src.model.net import apply_width_rule
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose("train", overrides=["+experiment=deep_wholebody", "+sweep=table1"],
+                      return_hydra_config=True)
+        swept = [m.strip() for m in str(cfg.hydra.sweeper.params.model).split(",")]
+        printed = {n: compose("train", overrides=[f"model={n}"]).model.net for n in TABLE1}
+        trained = {n: compose("train", overrides=[f"model={n}"]).model.net for n in swept}
+    assert [sweep_report.paper_row(n) for n in swept] == [sweep_report.PAPER_TABLE1[n] for n in TABLE1]
+    for name, (stages, blocks, first, last, cm_blocks, cm_width) in TABLE1.items():
+        paf = apply_width_rule(printed[name].paf_stages, printed[name].width_rule)
+        assert [s[0] for s in paf] == [blocks] * stages and (paf[0][1], paf[-1][1]) == (first, last), name
+        assert [list(c[:2]) for c in printed[name].cm_stages] == [[cm_blocks, cm_width]], name
+        widths = [s[1] for s in paf]
+        assert widths == sorted(widths), name  # linear: a ramp from first to last
+    flops = {}
+    with torch.device("meta"):
+        for name, net_cfg in trained.items():
+            net = instantiate(net_cfg)
+            stages, blocks, *_, cm_blocks, _ = TABLE1[name.split("/")[-1].split("_as_")[0]]
+            assert [len(s.blocks) for s in net.paf_stages] == [blocks] * stages, name
+            assert [len(s.blocks) for s in net.cm_stages] == [cm_blocks], name
+            flops[name] = cost.gflops(net, (480, 480))
+    assert max(flops.values()) / min(flops.values()) - 1 <= 0.05, flops
+
+
+def test_width_rules():
+    from src.model.net import apply_width_rule
+
+    stages = [[8, 64, 256], [8, 0, 512], [8, 0, 512], [8, 0, 512], [8, 256, 512]]
+    assert [s[1] for s in apply_width_rule(stages, "linear")] == [64, 112, 160, 208, 256]
+    assert [s[1] for s in apply_width_rule(stages, "released")] == [64, 64, 64, 64, 256]
+    assert apply_width_rule(stages, None) == stages
+    with pytest.raises(ValueError, match="width_rule"):
+        apply_width_rule(stages, "cubic")
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        net = compose("train", overrides=["model=table1_paf3x8_96-256_cm8x192",
+                                          "model.net.width_rule=released"]).model.net
+    with torch.device("meta"):
+        assert [s.blocks[0].convs[0].out_channels for s in instantiate(net).paf_stages] == [96, 96, 256]
+
+
+def test_report_puts_the_papers_table1_beside_the_measured(tmp_path, capsys):
+    write_record(tmp_path, "0_row4", 100.0, model="table1_paf3x8_96-256_cm8x192",
+                 metrics={"body": {"AP": 0.5, "AR": 0.6}})
+    write_record(tmp_path, "1_row6", 90.0, model="matched/table1_paf5x8_64-256_cm5x256_as_x")
+    write_record(tmp_path, "2_other", 80.0)
+    sweep_report.main([str(tmp_path)])
+    out = capsys.readouterr().out
+    paper = out.split("Paper Table 1")[1]
+    rows = [ln.split("|")[1:-1] for ln in paper.splitlines() if ln.startswith("| ") and "---" not in ln]
+    assert [r[0].strip() for r in rows[1:]] == ["1_row6", "0_row4"]
+    assert [c.strip() for c in rows[2][3:9]] == ["66.4", "70.9", "56.9", "61.9", "50.0", "60.0"]
+

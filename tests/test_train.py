@@ -44,10 +44,10 @@ def val_images(shards: Path) -> int:
     return len(json.loads((shards / "synth_wholebody" / "val" / "gt.json").read_text())["images"])
 
 
-def tiny_cfg(shards: Path, run_dir: Path, *overrides: str):
+def tiny_cfg(shards: Path, run_dir: Path, *overrides: str, experiment: str = "smoke"):
     """The smoke experiment shrunk to seconds: 128x128 crops, batch 2, four steps, CSV logger only."""
     return compose_train(
-        "+experiment=smoke", f"data.root={shards}", f"run_dir={run_dir}", "logger=csv",
+        f"+experiment={experiment}", f"data.root={shards}", f"run_dir={run_dir}", "logger=csv",
         "model.input_size=128",
         "data.batch_size=2", "data.num_workers=0", "data.val_num_workers=0", "data.val_batch_size=4",
         "trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.log_every_n_steps=1",
@@ -282,3 +282,20 @@ def test_a_source_is_scored_on_the_parts_it_labels_only():
     assert scored(["lhand", "rhand"]) == ["lefthand", "righthand", "hand"]
     assert scored(["body", "foot"]) == ["body", "foot"] and scored(["body", "mpii"]) == ["body"]
     assert scored(list(BODY_135.groups)) == parts
+
+
+def test_body_foot_layout_trains_and_validates(shards, tmp_path):
+    """+experiment=smoke_body_foot (25 points, 35 pairs, 95 channels) for a few steps: targets of the
+    body-foot layout from the 135-point batches, the loss per group, validation through the decoder and the
+    evaluator with body and foot AP."""
+    run = tmp_path / "run"
+    cfg = tiny_cfg(shards, run, "model.val_scales=[1.0]", "trainer.max_steps=2",
+                   "trainer.val_check_interval=2", experiment="smoke_body_foot")
+    assert (cfg.model.net.num_keypoints, cfg.model.net.num_pairs, cfg.targets.layout) == (25, 35, "body_foot")
+    out = train(cfg)
+    assert out["global_step"] == 2 and out["bad_steps"] == 0
+    assert all(len(out["metrics"][part]) == 10 for part in ("body", "foot"))
+    with open(run / "metrics.csv", newline="") as f:
+        columns = set(next(csv.reader(f)))
+    assert {"train/loss/body", "train/loss/foot", "val/body/AP", "val/foot/AP"} <= columns
+    assert "train/loss/face" not in columns

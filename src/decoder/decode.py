@@ -25,7 +25,7 @@ from src.decoder.assemble import greedy, keep_people, merge_face_fragments, pair
 from src.decoder.connections import score_connections
 from src.decoder.maps import FullMaps, LazyMaps, bicubic_matrix
 from src.decoder.peaks import find_peaks
-from src.skeleton import BODY_135
+from src.skeleton import BODY_135, layout_of
 
 PART_POINTS: dict[str, np.ndarray] = {
     "body": np.array(BODY_135.wholebody_parts["keypoints"]),
@@ -38,6 +38,16 @@ PART_PAIRS: dict[str, np.ndarray] = {
     name: np.nonzero(np.isin(BODY_135.pairs_a, idx) & np.isin(BODY_135.pairs_b, idx))[0]
     for name, idx in PART_POINTS.items()
 }
+
+
+def _as_body135(maps: torch.Tensor) -> torch.Tensor:
+    """BODY_135 maps as they are; a subset layout's (by its channel count) embedded into the 439 channels."""
+    if maps.dim() == 3 and maps.shape[0] != BODY_135.num_channels:
+        try:
+            return layout_of(maps.shape[0]).to_body135(maps)
+        except ValueError:
+            return maps  # _scales names the bad shape
+    return maps
 
 
 @dataclass
@@ -90,7 +100,9 @@ class Decoder:
 
     def __call__(self, maps: torch.Tensor | list[torch.Tensor], input_size: tuple[int, int],
                  scales: list[float] | None = None) -> list[Person]:
-        """``maps [439, h, w]`` at ``stride`` (or a list over scales) -> people in ``input_size`` pixels."""
+        """``maps [439, h, w]`` at ``stride`` (or a list over scales) -> people in ``input_size`` pixels.
+        Maps of another layout (``BODY_FOOT``'s 95 channels) are placed into the BODY_135 channels first."""
+        maps = [_as_body135(m) for m in maps] if isinstance(maps, list | tuple) else _as_body135(maps)
         coarse = None if isinstance(maps, list | tuple) and len(maps) > 1 else maps
         if coarse is not None:
             coarse = (coarse[0] if isinstance(coarse, list | tuple) else coarse)[:self.layout.num_keypoints]

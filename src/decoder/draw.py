@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-from src.skeleton import BODY_135
+from src.skeleton import BODY_135, layout_of
 
 MIN_ALPHA = 0.35
 """Opacity of a limb whose weaker end has confidence 0; confidence 1 draws it opaque."""
@@ -108,6 +108,9 @@ def montage(image: np.ndarray, maps: torch.Tensor | np.ndarray, num_keypoints: i
 
     ``maps`` is ``[439, h, w]`` at stride 8 of ``image`` (prediction or target).
     """
+    if maps.shape[0] != BODY_135.num_channels:  # a subset layout (BODY_FOOT): its maps in the 439 channels
+        maps = layout_of(maps.shape[0]).to_body135(torch.as_tensor(maps))
+        num_keypoints = BODY_135.num_keypoints
     maps = maps.detach().float().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)
     panels = [np.ascontiguousarray(image)]
     for name, idx in BODY_135.groups.items():

@@ -20,21 +20,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from src.skeleton import BODY_135
+from src.skeleton import BODY_135, LAYOUTS
 
 LOG_GROUPS = {"body": "body", "mpii": "body", "foot": "foot", "lhand": "hands", "rhand": "hands",
               "face": "face"}
 
 
 def channel_groups(num_keypoints: int, num_pairs: int) -> dict[str, list[int]]:
-    """Output channels (439 layout) per logged group; one group ``all`` for non-BODY_135 layouts."""
-    if (num_keypoints, num_pairs) != (BODY_135.num_keypoints, BODY_135.num_pairs):
+    """Output channels per logged group of the layout with these counts (BODY_135, BODY_FOOT); one group
+    ``all`` for any other."""
+    layout = next((lay for lay in LAYOUTS.values()
+                   if (lay.num_keypoints, lay.num_pairs) == (num_keypoints, num_pairs)), None)
+    if layout is None:
         return {"all": list(range(num_keypoints + 2 * num_pairs))}
-    out: dict[str, list[int]] = {g: [] for g in dict.fromkeys(LOG_GROUPS.values())}
+    logged = [LOG_GROUPS[g] for g in layout.groups]
+    out: dict[str, list[int]] = {g: [] for g in dict.fromkeys(logged)}
     for k in range(num_keypoints):
-        out[LOG_GROUPS[BODY_135.group_of(k)]].append(k)
-    for p, (a, b) in enumerate(BODY_135.pairs):
-        g = LOG_GROUPS[BODY_135.group_of(max(a, b))]
+        out[LOG_GROUPS[layout.group_of(k)]].append(k)
+    for p, (a, b) in enumerate(layout.pairs):
+        g = LOG_GROUPS[layout.group_of(max(a, b))]
         out[g] += [num_keypoints + 2 * p, num_keypoints + 2 * p + 1]
     return out
 

@@ -97,6 +97,10 @@ class PoseModule(L.LightningModule):
         if "target" not in batch:
             raise ValueError("training batch without target/weight: the datamodule adds them "
                              "(set data.targets; conf/train.yaml does)")
+        if batch["target"].shape[1] != self.net.num_outputs:
+            raise ValueError(f"targets have {batch['target'].shape[1]} channels, the network "
+                             f"{self.net.num_outputs}: set targets.layout to the network's layout "
+                             "(body135: 439, body_foot: 95)")
         saved = [b.detach().clone() for b in self.net.buffers()]  # BatchNorm running stats, if any
         losses, _ = self._losses(batch)
         if not self._finite(losses["total"]):

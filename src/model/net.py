@@ -127,16 +127,38 @@ class StridedStem(nn.Module):
         return self.features(x)
 
 
+WIDTH_RULES = ("released", "linear")
+
+
+def apply_width_rule(paf_stages: list[list[int]], rule: str | None) -> list[list[int]]:
+    """The PAF stages with the middle stages' widths set from the first and last (paper Table 1 prints only
+    a width range "first-last"): ``released`` every stage but the last takes the first width (the released
+    BODY_135 pattern 128, 128, 128, 256); ``linear`` a ramp from first to last, rounded to multiples of 8;
+    ``None`` the stages as listed. Blocks and tails are kept."""
+    if rule is None:
+        return [list(s) for s in paf_stages]
+    if rule not in WIDTH_RULES:
+        raise ValueError(f"model.net.width_rule must be one of {list(WIDTH_RULES)} or null, got {rule!r}")
+    n, first, last = len(paf_stages), int(paf_stages[0][1]), int(paf_stages[-1][1])
+    out = []
+    for t, (blocks, width, tail) in enumerate(paf_stages):
+        if 0 < t < n - 1:
+            width = first if rule == "released" else int((first + (last - first) * t / (n - 1)) / 8 + 0.5) * 8
+        out.append([int(blocks), int(width), int(tail)])
+    return out
+
+
 class PoseNet(nn.Module):
     """Backbone -> adapter (3x3 convs + PReLU) -> PAF stages -> CM stages; see the module docstring."""
 
     def __init__(self, backbone: nn.Module, adapter: list[int], paf_stages: list[list[int]],
                  cm_stages: list[list[int]], num_keypoints: int = 135, num_pairs: int = 152,
                  backbone_init: str | None = None, batch_norm: bool = False, zero_outputs: bool = False,
-                 backbone_weights: str | None = None):
+                 backbone_weights: str | None = None, width_rule: str | None = None):
         super().__init__()
         if not paf_stages or not cm_stages:
             raise ValueError("need at least one PAF stage and one CM stage")
+        paf_stages = apply_width_rule(paf_stages, width_rule)  # Table 1 presets: middle widths from a rule
         self.num_keypoints, self.num_pairs = num_keypoints, num_pairs
         self.backbone = backbone
         convs: list[nn.Module] = []
