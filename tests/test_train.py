@@ -249,3 +249,21 @@ def test_any_loader_delivering_the_batch_contract_trains_the_module(tmp_path):
     assert trainer.global_step == 4 and trainer.datamodule is None
     assert module.skipped_samples == 2  # counted from the batches' own ``skipped``
     assert loss() < before
+
+
+# -- logging ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("env, offline, mode", [
+    (None, "true", "offline"), (None, "false", "online"),  # the config decides ...
+    ("offline", "false", "offline"), ("disabled", "false", "disabled"), ("online", "true", "online"),  # ... unless
+])  # WANDB_MODE is set
+def test_wandb_mode_follows_the_config_and_the_environment_wins(tmp_path, monkeypatch, env, offline, mode):
+    from src.train import build_loggers
+
+    if env is None:
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+    else:
+        monkeypatch.setenv("WANDB_MODE", env)
+    cfg = compose_train("logger=default", f"logger.wandb.offline={offline}", f"run_dir={tmp_path}")
+    wandb_logger = next(lg for lg in build_loggers(cfg) if type(lg).__name__ == "WandbLogger")
+    assert wandb_logger._wandb_init["mode"] == mode  # what wandb.init will get; no run is created here
+    assert wandb_logger._experiment is None
