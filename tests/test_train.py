@@ -267,3 +267,97 @@ def test_wandb_mode_follows_the_config_and_the_environment_wins(tmp_path, monkey
     wandb_logger = next(lg for lg in build_loggers(cfg) if type(lg).__name__ == "WandbLogger")
     assert wandb_logger._wandb_init["mode"] == mode  # what wandb.init will get; no run is created here
     assert wandb_logger._experiment is None
+
+
+# -- scale-out: several nodes, signals ----------------------------------------------------------------------
+def _cli(shards: Path, run: Path, *overrides: str) -> list[str]:
+    """``python -m src.train`` as a user types it: the smoke experiment at 128 px, batch 2, CSV logger."""
+    return [sys.executable, "-m", "src.train", "+experiment=smoke", f"data.root={shards}", f"run_dir={run}",
+            "logger=csv", "model.input_size=128", "data.batch_size=2", "data.num_workers=0",
+            "data.val_num_workers=0", "data.val_batch_size=4", "trainer.log_every_n_steps=1",
+            "trainer.enable_model_summary=false", "~callbacks.progress", *overrides]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.timeout(600)
+def test_two_nodes_on_one_machine(shards, tmp_path):
+    """Two processes as two nodes (NODE_RANK 0/1, MASTER_ADDR/PORT: Lightning's LightningEnvironment), gloo,
+    one CPU device each: the same steps, disjoint samples, each val image scored once, one checkpoint."""
+    port, probe = _free_port(), tmp_path / "probe"
+    procs = []
+    for node in (0, 1):
+        env = {**os.environ, "WANDB_MODE": "disabled", "NODE_RANK": str(node), "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port)}
+        for k in ("LOCAL_RANK", "RANK", "WORLD_SIZE"):
+            env.pop(k, None)
+        cmd = _cli(shards, tmp_path / f"node{node}", "trainer=ddp", "trainer.accelerator=cpu",
+                   "trainer.precision=32-true", "trainer.devices=1", "trainer.num_nodes=2",
+                   "trainer.max_steps=4", "trainer.val_check_interval=4", "callbacks.last.every_n_train_steps=2",
+                   "+callbacks.probe._target_=tests.run_probes.KeyProbe", f"+callbacks.probe.out={probe}")
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=420)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(r["node"], r["world"], r["env"]["RANK"], r["env"]["WORLD_SIZE"]) for r in ranks] == [
+        (0, 2, "0", "2"), (1, 2, "1", "2")]
+    assert [r["steps"] for r in ranks] == [4, 4] and [r["global_step"] for r in ranks] == [4, 4]
+    keys = [set(r["keys"]) for r in ranks]
+    assert keys[0] and keys[1] and not keys[0] & keys[1]  # no sample (so no shard key) read by both nodes
+    assert [r["metrics"]["val/images"] for r in ranks] == [val_images(shards)] * 2  # scored once, same log
+    scores = [{k: v for k, v in r["metrics"].items() if k.endswith(("/AP", "/AR", "/images"))} for r in ranks]
+    assert scores[0] == scores[1] and len(scores[0]) == 15  # every rank logs the same scores
+    assert _step(tmp_path / "node0" / "checkpoints" / "last.ckpt") == 4
+    assert not list((tmp_path / "node1").rglob("*.ckpt"))  # rank 0 writes checkpoints, node 1 none
+
+
+@pytest.mark.timeout(400)
+def test_sigusr1_saves_and_goes_on_sigterm_saves_and_exits(shards, tmp_path):
+    run, probe = tmp_path / "run", tmp_path / "probe"
+    proc = subprocess.Popen(_cli(shards, run, "trainer.max_steps=1000", "trainer.val_check_interval=1000",
+                                 "callbacks.last.every_n_train_steps=1000",
+                                 "+callbacks.probe._target_=tests.run_probes.KeyProbe",
+                                 f"+callbacks.probe.out={probe}", "+callbacks.probe.every_step=true"),
+                            cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "checkpoints" / "last.ckpt"
+
+    def reached() -> int:
+        try:
+            return json.loads((probe / "rank0.json").read_text())["global_step"]
+        except (OSError, ValueError):
+            return -1
+
+    def wait(cond, what: str) -> None:
+        deadline = time.time() + 240
+        while not cond():
+            assert proc.poll() is None and time.time() < deadline, what
+            time.sleep(0.2)
+
+    try:
+        wait(lambda: reached() >= 2, "no training steps")
+        assert not last.exists()
+        proc.send_signal(signal.SIGUSR1)
+        wait(lambda: _step(last) >= 2, "no last.ckpt after SIGUSR1")
+        usr1 = _step(last)
+        wait(lambda: reached() >= usr1 + 2, "training stopped after SIGUSR1")  # it goes on
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _step(last) == reached() > usr1  # the step it reached when SIGTERM arrived
