@@ -361,3 +361,79 @@ def test_sigusr1_saves_and_goes_on_sigterm_saves_and_exits(shards, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert _step(last) == reached() > usr1  # the step it reached when SIGTERM arrived
+
+
+# -- scale-out: shard URLs ----------------------------------------------------------------------------------
+README_MARK = "<!-- readme-cli"
+
+
+def readme_cli_lines() -> list[str]:
+    """The ``python -m src.train`` lines of the README code block that follows each ``readme-cli`` marker."""
+    lines, text = [], (ROOT / "README.md").read_text()
+    for part in text.split(README_MARK)[1:]:
+        block = part.split("```", 2)[1]
+        lines += [ln.strip() for ln in block.splitlines() if ln.strip().startswith("python -m src.train")]
+    return lines
+
+
+def test_readme_marks_the_url_commands():
+    lines = readme_cli_lines()
+    assert len(lines) >= 5 and any("pipe:aws" in ln for ln in lines) and any("https://" in ln for ln in lines)
+
+
+@pytest.mark.parametrize("line", readme_cli_lines())
+def test_readme_url_command_parses_through_the_cli(line, monkeypatch, capsys):
+    """The line as the shell splits it, run as ``python -m src.train`` runs it (``runpy``, in this process:
+    ``@hydra.main``'s argument parser and override grammar) with ``--cfg job``: the printed config holds the pattern unchanged."""
+    import runpy
+    import shlex
+
+    argv = shlex.split(line)
+    assert argv[:3] == ["python", "-m", "src.train"]
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "src" / "train.py"), *argv[3:], "--cfg", "job"])
+    runpy.run_module("src.train", run_name="__main__", alter_sys=True)  # what ``python -m src.train`` does
+    cfg = OmegaConf.create(capsys.readouterr().out)
+    for arg in argv[3:]:
+        key, value = arg.split("=", 1)
+        if key.startswith("data.") and key.endswith(".urls"):
+            assert "{0000" in value and OmegaConf.select(cfg, key) == value.strip('"')
+
+
+def test_short_run_reads_shards_through_pipe_and_http(shards, tmp_path):
+    """Train shards of one source through ``pipe:cat``, of another and the val shards over http (a server
+    thread on 127.0.0.1), with the README's quoting."""
+    import functools
+    import http.server
+    import threading
+
+    served: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            served.append(self.path)
+
+    def pattern(source: str, split: str) -> str:
+        tars = sorted((shards / source / split).glob("*.tar"))
+        return f"{source}/{split}/{source}-{split}-{{000000..{len(tars) - 1:06d}}}.tar"
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(Handler, directory=str(shards)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        cfg = tiny_cfg(shards, tmp_path / "run", "trainer.max_steps=2", "trainer.val_check_interval=2",
+                       "model.val_scales=[1.0]", "data.sources.synth_face.probability=0",
+                       "data.sources.synth_wholebody.probability=0", "data.sources.synth_hand.probability=0.5",
+                       "data.sources.synth_body.probability=0.5",
+                       f"""data.sources.synth_body.urls="pipe:cat {shards}/{pattern('synth_body', 'train')}\"""",
+                       f"""data.sources.synth_hand.urls="{base}/{pattern('synth_hand', 'train')}\"""",
+                       f"""data.val.synth_wholebody.urls="{base}/{pattern('synth_wholebody', 'val')}\"""",
+                       f"data.val.synth_wholebody.gt={shards}/synth_wholebody/val/gt.json")
+        assert cfg.data.sources.synth_body.urls.startswith("pipe:cat ")
+        out = train(cfg)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out["global_step"] == 2 and out["val_images"] == val_images(shards)
+    assert any(p.startswith("/synth_hand/train/") for p in served), served
+    assert any(p.startswith("/synth_wholebody/val/") for p in served)
