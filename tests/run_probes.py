@@ -1,4 +1,4 @@
-"""Callbacks the multi-process training tests add with ``+callbacks.probe._target_=tests.run_probes.KeyProbe``:
+"""A callback the multi-process training tests add (``+callbacks.probe._target_=tests.run_probes.KeyProbe``):
 each rank writes what it saw to ``<out>/rank<global rank>.json`` (subprocess runs cannot return it)."""
 
 from __future__ import annotations
@@ -35,5 +35,6 @@ class KeyProbe(L.Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         record = {"rank": trainer.global_rank, "world": trainer.world_size, "node": trainer.node_rank,
                   "steps": self.steps, "global_step": trainer.global_step, "keys": self.keys,
-                  "metrics": metrics, "env": {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "NODE_RANK")}}
+                  "metrics": metrics,
+                  "env": {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "NODE_RANK")}}
         (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))

@@ -254,8 +254,9 @@ def test_any_loader_delivering_the_batch_contract_trains_the_module(tmp_path):
 # -- logging ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("env, offline, mode", [
     (None, "true", "offline"), (None, "false", "online"),  # the config decides ...
-    ("offline", "false", "offline"), ("disabled", "false", "disabled"), ("online", "true", "online"),  # ... unless
-])  # WANDB_MODE is set
+    # ... unless WANDB_MODE is set
+    ("offline", "false", "offline"), ("disabled", "false", "disabled"), ("online", "true", "online"),
+])
 def test_wandb_mode_follows_the_config_and_the_environment_wins(tmp_path, monkeypatch, env, offline, mode):
     from src.train import build_loggers
 
@@ -299,10 +300,11 @@ def test_two_nodes_on_one_machine(shards, tmp_path):
             env.pop(k, None)
         cmd = _cli(shards, tmp_path / f"node{node}", "trainer=ddp", "trainer.accelerator=cpu",
                    "trainer.precision=32-true", "trainer.devices=1", "trainer.num_nodes=2",
-                   "trainer.max_steps=4", "trainer.val_check_interval=4", "callbacks.last.every_n_train_steps=2",
+                   "trainer.max_steps=4", "trainer.val_check_interval=4",
+                   "callbacks.last.every_n_train_steps=2",
                    "+callbacks.probe._target_=tests.run_probes.KeyProbe", f"+callbacks.probe.out={probe}")
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True))
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
     outs = []
     for p in procs:
         try:
@@ -319,7 +321,8 @@ def test_two_nodes_on_one_machine(shards, tmp_path):
     keys = [set(r["keys"]) for r in ranks]
     assert keys[0] and keys[1] and not keys[0] & keys[1]  # no sample (so no shard key) read by both nodes
     assert [r["metrics"]["val/images"] for r in ranks] == [val_images(shards)] * 2  # scored once, same log
-    scores = [{k: v for k, v in r["metrics"].items() if k.endswith(("/AP", "/AR", "/images"))} for r in ranks]
+    scores = [{k: v for k, v in r["metrics"].items() if k.endswith(("/AP", "/AR", "/images"))}
+              for r in ranks]
     assert scores[0] == scores[1] and len(scores[0]) == 15  # every rank logs the same scores
     assert _step(tmp_path / "node0" / "checkpoints" / "last.ckpt") == 4
     assert not list((tmp_path / "node1").rglob("*.ckpt"))  # rank 0 writes checkpoints, node 1 none
@@ -384,7 +387,8 @@ def test_readme_marks_the_url_commands():
 @pytest.mark.parametrize("line", readme_cli_lines())
 def test_readme_url_command_parses_through_the_cli(line, monkeypatch, capsys):
     """The line as the shell splits it, run as ``python -m src.train`` runs it (``runpy``, in this process:
-    ``@hydra.main``'s argument parser and override grammar) with ``--cfg job``: the printed config holds the pattern unchanged."""
+    ``@hydra.main``'s argument parser and override grammar) with ``--cfg job``: the printed config holds the pattern
+    unchanged."""
     import runpy
     import shlex
 
@@ -423,11 +427,12 @@ def test_short_run_reads_shards_through_pipe_and_http(shards, tmp_path):
     try:
         cfg = tiny_cfg(shards, tmp_path / "run", "trainer.max_steps=2", "trainer.val_check_interval=2",
                        "model.val_scales=[1.0]", "data.sources.synth_face.probability=0",
-                       "data.sources.synth_wholebody.probability=0", "data.sources.synth_hand.probability=0.5",
+                       "data.sources.synth_wholebody.probability=0",
+                       "data.sources.synth_hand.probability=0.5",
                        "data.sources.synth_body.probability=0.5",
-                       f"""data.sources.synth_body.urls="pipe:cat {shards}/{pattern('synth_body', 'train')}\"""",
-                       f"""data.sources.synth_hand.urls="{base}/{pattern('synth_hand', 'train')}\"""",
-                       f"""data.val.synth_wholebody.urls="{base}/{pattern('synth_wholebody', 'val')}\"""",
+                       f'data.sources.synth_body.urls="pipe:cat {shards}/{pattern("synth_body", "train")}"',
+                       f'data.sources.synth_hand.urls="{base}/{pattern("synth_hand", "train")}"',
+                       f'data.val.synth_wholebody.urls="{base}/{pattern("synth_wholebody", "val")}"',
                        f"data.val.synth_wholebody.gt={shards}/synth_wholebody/val/gt.json")
         assert cfg.data.sources.synth_body.urls.startswith("pipe:cat ")
         out = train(cfg)
