@@ -387,8 +387,8 @@ def test_readme_marks_the_url_commands():
 @pytest.mark.parametrize("line", readme_cli_lines())
 def test_readme_url_command_parses_through_the_cli(line, monkeypatch, capsys):
     """The line as the shell splits it, run as ``python -m src.train`` runs it (``runpy``, in this process:
-    ``@hydra.main``'s argument parser and override grammar) with ``--cfg job``: the printed config holds the pattern
-    unchanged."""
+    ``@hydra.main``'s argument parser and override grammar) with ``--cfg job``: the printed config holds the
+    pattern unchanged."""
     import runpy
     import shlex
 
