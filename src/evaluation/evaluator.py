@@ -1,4 +1,5 @@
-"""COCO-WholeBody keypoint evaluation (AP/AR per part), on plain pycocotools.
+"""COCO-WholeBody keypoint evaluation (AP/AR per part), on faster-coco-eval's COCOeval (C++, Apache-2.0) or
+plain pycocotools (``engine="pycocotools"``, the reference the tests compare the default against).
 
 The benchmark's reference is xtcocotools, which evaluates each part with its own ``iouType``. pycocotools
 only knows one keypoint set per annotation, so each part gets its own pair of COCO objects whose
@@ -65,6 +66,9 @@ SIGMAS: dict[str, np.ndarray] = {
     "wholebody": np.array(_BODY_SIGMAS + _FOOT_SIGMAS + _FACE_SIGMAS + _HAND_SIGMAS + _HAND_SIGMAS),
 }
 MAX_DETS = 20
+ENGINES = ("faster", "pycocotools")
+"""``faster``: faster-coco-eval's ``COCOeval_faster`` (default, the same numbers to 1e-6, ~4x quicker);
+``pycocotools``: pycocotools' ``COCOeval`` (the reference)."""
 
 
 class EvalInputError(ValueError):
@@ -167,9 +171,14 @@ def _points(rec: dict, part: str) -> np.ndarray:
                            for f in PART_FIELDS[part]])
 
 
-def _coco(gt: dict, anns: list[dict]) -> COCO:
+def _coco(gt: dict, anns: list[dict], engine: str = "pycocotools"):
+    dataset = {"images": gt["images"], "categories": gt["categories"], "annotations": anns}
+    if engine == "faster":
+        from faster_coco_eval import COCO as FasterCOCO
+
+        return FasterCOCO(dataset)
     coco = COCO()
-    coco.dataset = {"images": gt["images"], "categories": gt["categories"], "annotations": anns}
+    coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
@@ -205,18 +214,24 @@ def _part_dt(preds: list[dict], part: str, category_id: int) -> list[dict]:
     return anns
 
 
-def _evaluate_part(gt: dict, preds: list[dict], part: str) -> dict[str, float]:
+def _evaluate_part(gt: dict, preds: list[dict], part: str, engine: str = "faster") -> dict[str, float]:
     category_id = gt["categories"][0]["id"] if gt["categories"] else 1
-    coco_gt = _coco(gt, _part_gt(gt, part))
-    coco_dt = _coco(gt, _part_dt(preds, part, category_id))
+    coco_gt = _coco(gt, _part_gt(gt, part), engine)
+    coco_dt = _coco(gt, _part_dt(preds, part, category_id), engine)
     with contextlib.redirect_stdout(io.StringIO()):
-        ev = COCOeval(coco_gt, coco_dt, "keypoints")
-        ev.params.kpt_oks_sigmas = SIGMAS[part]
+        if engine == "faster":
+            from faster_coco_eval import COCOeval_faster
+
+            ev = COCOeval_faster(coco_gt, coco_dt, "keypoints", kpt_oks_sigmas=list(SIGMAS[part]),
+                                 print_function=lambda *args, **kwargs: None)
+        else:
+            ev = COCOeval(coco_gt, coco_dt, "keypoints")
+            ev.params.kpt_oks_sigmas = SIGMAS[part]
         ev.params.maxDets = [MAX_DETS]
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return {name: float(value) for name, value in zip(STATS, ev.stats, strict=True)}
+    return {name: float(value) for name, value in zip(STATS, ev.stats[:len(STATS)], strict=True)}
 
 
 def _mean_hand(left: dict[str, float], right: dict[str, float]) -> dict[str, float]:
@@ -233,13 +248,17 @@ def is_wholebody(gt: dict) -> bool:
     return any(f in ann for ann in gt["annotations"] for f in FIELDS if f != "keypoints")
 
 
-def evaluate_wholebody(gt: dict | str | Path, preds: list[dict]) -> dict[str, dict[str, float]]:
+def evaluate_wholebody(gt: dict | str | Path, preds: list[dict], engine: str = "faster"
+                       ) -> dict[str, dict[str, float]]:
     """AP/AR of ``preds`` against ``gt``: ``{part: {stat: value}}`` with the parts body, foot, face, lefthand,
-    righthand, wholebody, hand (only ``body`` for a plain COCO GT) and the 10 :data:`STATS`."""
+    righthand, wholebody, hand (only ``body`` for a plain COCO GT) and the 10 :data:`STATS`. ``engine``: one
+    of :data:`ENGINES`."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine={engine!r}: expected one of {ENGINES}")
     gt = load_gt(gt)
     check_predictions(preds, {img["id"] for img in gt["images"]})
     parts = list(PART_FIELDS) if is_wholebody(gt) else ["body"]
-    metrics = {part: _evaluate_part(gt, preds, part) for part in parts}
+    metrics = {part: _evaluate_part(gt, preds, part, engine) for part in parts}
     if "lefthand" in metrics:
         metrics["hand"] = _mean_hand(metrics["lefthand"], metrics["righthand"])
     return metrics
