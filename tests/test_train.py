@@ -442,3 +442,17 @@ def test_short_run_reads_shards_through_pipe_and_http(shards, tmp_path):
     assert out["global_step"] == 2 and out["val_images"] == val_images(shards)
     assert any(p.startswith("/synth_hand/train/") for p in served), served
     assert any(p.startswith("/synth_wholebody/val/") for p in served)
+
+
+# -- knobs --------------------------------------------------------------------------------------------------
+def test_accumulation_and_compile_are_config_knobs_and_compile_keeps_checkpoint_keys():
+    from hydra.utils import instantiate
+
+    cfg = compose_train("+experiment=smoke", "trainer.accumulate_grad_batches=3", "model.compile=true",
+                        "logger=csv", "~callbacks.progress")
+    trainer = instantiate(cfg.trainer, logger=False)
+    assert trainer.accumulate_grad_batches == 3
+    module = instantiate(cfg.model, _recursive_=False)
+    keys = set(module.state_dict())
+    module.on_fit_start()  # wraps the network (torch.compile is lazy: nothing is compiled here)
+    assert module._train_net is not None and set(module.state_dict()) == keys
