@@ -287,6 +287,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # ~100 s on 2 shared cores: make test-full
 @pytest.mark.timeout(600)
 def test_two_nodes_on_one_machine(shards, tmp_path):
     """Two processes as two nodes (NODE_RANK 0/1, MASTER_ADDR/PORT: Lightning's LightningEnvironment), gloo,
@@ -328,6 +329,7 @@ def test_two_nodes_on_one_machine(shards, tmp_path):
     assert not list((tmp_path / "node1").rglob("*.ckpt"))  # rank 0 writes checkpoints, node 1 none
 
 
+@pytest.mark.slow  # ~55 s: make test-full
 @pytest.mark.timeout(400)
 def test_sigusr1_saves_and_goes_on_sigterm_saves_and_exits(shards, tmp_path):
     run, probe = tmp_path / "run", tmp_path / "probe"
