@@ -11,7 +11,6 @@ import logging
 import os
 from pathlib import Path
 
-os.environ.setdefault("WANDB_MODE", "offline")  # no network unless the user asks for it
 os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -39,6 +38,27 @@ def resolve_ckpt(cfg: DictConfig) -> tuple[str | None, int | None]:
     return str(path), checkpoint.global_step(path)
 
 
+def wandb_mode(offline: bool) -> str:
+    """The mode wandb runs in: ``WANDB_MODE`` from the environment when set, else the config's ``offline``."""
+    return os.environ.get("WANDB_MODE") or ("offline" if offline else "online")
+
+
+def build_loggers(cfg: DictConfig, resume_step: int | None = None) -> list:
+    """The run's loggers. wandb gets an explicit ``mode`` (Lightning's ``offline`` alone only ever turns
+    offline on, and it rewrites ``WANDB_MODE``): ``logger.wandb.offline=false`` goes online, the
+    environment's ``WANDB_MODE`` (``offline``, ``disabled``, ...) wins over both."""
+    loggers = []
+    for c in (cfg.logger or {}).values():
+        if c._target_.endswith(ResumableCSVLogger.__name__):
+            loggers.append(instantiate(c, resume_step=resume_step))
+        elif c._target_.endswith("WandbLogger"):
+            mode = wandb_mode(bool(c.get("offline", False)))
+            loggers.append(instantiate(c, offline=mode in ("offline", "dryrun"), mode=mode))
+        else:
+            loggers.append(instantiate(c))
+    return loggers
+
+
 def train(cfg: DictConfig) -> dict:
     """Build model, trainer and loggers (config errors surface here, before any data is read), then fit.
     Checkpoints (``ckpt_path``, ``model.init_from``, a backbone file) are read weights-only unless
@@ -58,8 +78,7 @@ def _train(cfg: DictConfig, trust: bool) -> dict:
             raise err.__cause__ from None
         raise
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
-    loggers = [instantiate(c, resume_step=resume_step) if c._target_.endswith(ResumableCSVLogger.__name__)
-               else instantiate(c) for c in (cfg.logger or {}).values()]
+    loggers = build_loggers(cfg, resume_step)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     datamodule = instantiate(cfg.data)
     if ckpt:

@@ -207,3 +207,31 @@ def test_cli_bad_input_exits_non_zero_with_the_message(fixtures, tmp_path):
     assert not (tmp_path / "m.json").exists()
     res = _cli(tmp_path, f"gt={fixtures / GT_WB}")
     assert res.returncode != 0 and "pred=PRED.json" in res.stderr
+
+
+# -- engines: faster-coco-eval (default) against pycocotools (reference) ------------------------------------
+def _max_diff(a: dict, b: dict) -> float:
+    assert set(a) == set(b) and all(set(a[p]) == set(b[p]) for p in a)
+    return max(abs(a[p][s] - b[p][s]) for p in a for s in a[p])
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_faster_engine_equals_pycocotools_on_every_fixture_case(fixtures, name):
+    gt, preds, _ = _case(fixtures, name)
+    assert _max_diff(evaluate_wholebody(gt, preds, engine="faster"),
+                     evaluate_wholebody(gt, preds, engine="pycocotools")) <= 1e-6
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_faster_engine_equals_pycocotools_on_seeded_crowds(seed):
+    from src.bench.evaluate import synthetic
+
+    gt, preds = synthetic(images=25, people=120, seed=seed)
+    assert _max_diff(evaluate_wholebody(gt, preds, engine="faster"),
+                     evaluate_wholebody(gt, preds, engine="pycocotools")) <= 1e-6
+
+
+def test_unknown_engine_is_an_error(fixtures):
+    gt, preds, _ = _case(fixtures, CASES[0])
+    with pytest.raises(ValueError, match="engine"):
+        evaluate_wholebody(gt, preds, engine="nonesuch")

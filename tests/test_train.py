@@ -299,3 +299,212 @@ def test_body_foot_layout_trains_and_validates(shards, tmp_path):
         columns = set(next(csv.reader(f)))
     assert {"train/loss/body", "train/loss/foot", "val/body/AP", "val/foot/AP"} <= columns
     assert "train/loss/face" not in columns
+
+
+# -- logging ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("env, offline, mode", [
+    (None, "true", "offline"), (None, "false", "online"),  # the config decides ...
+    # ... unless WANDB_MODE is set
+    ("offline", "false", "offline"), ("disabled", "false", "disabled"), ("online", "true", "online"),
+])
+def test_wandb_mode_follows_the_config_and_the_environment_wins(tmp_path, monkeypatch, env, offline, mode):
+    from src.train import build_loggers
+
+    if env is None:
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+    else:
+        monkeypatch.setenv("WANDB_MODE", env)
+    cfg = compose_train("logger=default", f"logger.wandb.offline={offline}", f"run_dir={tmp_path}")
+    wandb_logger = next(lg for lg in build_loggers(cfg) if type(lg).__name__ == "WandbLogger")
+    assert wandb_logger._wandb_init["mode"] == mode  # what wandb.init will get; no run is created here
+    assert wandb_logger._experiment is None
+
+
+# -- scale-out: several nodes, signals ----------------------------------------------------------------------
+def _cli(shards: Path, run: Path, *overrides: str) -> list[str]:
+    """``python -m src.train`` as a user types it: the smoke experiment at 128 px, batch 2, CSV logger."""
+    return [sys.executable, "-m", "src.train", "+experiment=smoke", f"data.root={shards}", f"run_dir={run}",
+            "logger=csv", "model.input_size=128", "data.batch_size=2", "data.num_workers=0",
+            "data.val_num_workers=0", "data.val_batch_size=4", "trainer.log_every_n_steps=1",
+            "trainer.enable_model_summary=false", "~callbacks.progress", *overrides]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow  # ~100 s on 2 shared cores: make test-full
+@pytest.mark.timeout(600)
+def test_two_nodes_on_one_machine(shards, tmp_path):
+    """Two processes as two nodes (NODE_RANK 0/1, MASTER_ADDR/PORT: Lightning's LightningEnvironment), gloo,
+    one CPU device each: the same steps, disjoint samples, each val image scored once, one checkpoint."""
+    port, probe = _free_port(), tmp_path / "probe"
+    procs = []
+    for node in (0, 1):
+        env = {**os.environ, "WANDB_MODE": "disabled", "NODE_RANK": str(node), "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port)}
+        for k in ("LOCAL_RANK", "RANK", "WORLD_SIZE"):
+            env.pop(k, None)
+        cmd = _cli(shards, tmp_path / f"node{node}", "trainer=ddp", "trainer.accelerator=cpu",
+                   "trainer.precision=32-true", "trainer.devices=1", "trainer.num_nodes=2",
+                   "trainer.max_steps=4", "trainer.val_check_interval=4",
+                   "callbacks.last.every_n_train_steps=2",
+                   "+callbacks.probe._target_=tests.run_probes.KeyProbe", f"+callbacks.probe.out={probe}")
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=420)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(r["node"], r["world"], r["env"]["RANK"], r["env"]["WORLD_SIZE"]) for r in ranks] == [
+        (0, 2, "0", "2"), (1, 2, "1", "2")]
+    assert [r["steps"] for r in ranks] == [4, 4] and [r["global_step"] for r in ranks] == [4, 4]
+    keys = [set(r["keys"]) for r in ranks]
+    assert keys[0] and keys[1] and not keys[0] & keys[1]  # no sample (so no shard key) read by both nodes
+    assert [r["metrics"]["val/images"] for r in ranks] == [val_images(shards)] * 2  # scored once, same log
+    scores = [{k: v for k, v in r["metrics"].items() if k.endswith(("/AP", "/AR", "/images"))}
+              for r in ranks]
+    assert scores[0] == scores[1] and len(scores[0]) == 30  # the same on every rank: val/ and val/<source>/
+    assert _step(tmp_path / "node0" / "checkpoints" / "last.ckpt") == 4
+    assert not list((tmp_path / "node1").rglob("*.ckpt"))  # rank 0 writes checkpoints, node 1 none
+
+
+@pytest.mark.slow  # ~55 s: make test-full
+@pytest.mark.timeout(400)
+def test_sigusr1_saves_and_goes_on_sigterm_saves_and_exits(shards, tmp_path):
+    run, probe = tmp_path / "run", tmp_path / "probe"
+    proc = subprocess.Popen(_cli(shards, run, "trainer.max_steps=1000", "trainer.val_check_interval=1000",
+                                 "callbacks.last.every_n_train_steps=1000",
+                                 "+callbacks.probe._target_=tests.run_probes.KeyProbe",
+                                 f"+callbacks.probe.out={probe}", "+callbacks.probe.every_step=true"),
+                            cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "checkpoints" / "last.ckpt"
+
+    def reached() -> int:
+        try:
+            return json.loads((probe / "rank0.json").read_text())["global_step"]
+        except (OSError, ValueError):
+            return -1
+
+    def wait(cond, what: str) -> None:
+        deadline = time.time() + 240
+        while not cond():
+            assert proc.poll() is None and time.time() < deadline, what
+            time.sleep(0.2)
+
+    try:
+        wait(lambda: reached() >= 2, "no training steps")
+        assert not last.exists()
+        proc.send_signal(signal.SIGUSR1)
+        wait(lambda: _step(last) >= 2, "no last.ckpt after SIGUSR1")
+        usr1 = _step(last)
+        wait(lambda: reached() >= usr1 + 2, "training stopped after SIGUSR1")  # it goes on
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _step(last) == reached() > usr1  # the step it reached when SIGTERM arrived
+
+
+# -- scale-out: shard URLs ----------------------------------------------------------------------------------
+README_MARK = "<!-- readme-cli"
+
+
+def readme_cli_lines() -> list[str]:
+    """The ``python -m src.train`` lines of the README code block that follows each ``readme-cli`` marker."""
+    lines, text = [], (ROOT / "README.md").read_text()
+    for part in text.split(README_MARK)[1:]:
+        block = part.split("```", 2)[1]
+        lines += [ln.strip() for ln in block.splitlines() if ln.strip().startswith("python -m src.train")]
+    return lines
+
+
+def test_readme_marks_the_url_commands():
+    lines = readme_cli_lines()
+    assert len(lines) >= 5 and any("pipe:aws" in ln for ln in lines) and any("https://" in ln for ln in lines)
+
+
+@pytest.mark.parametrize("line", readme_cli_lines())
+def test_readme_url_command_parses_through_the_cli(line, monkeypatch, capsys):
+    """The line as the shell splits it, run as ``python -m src.train`` runs it (``runpy``, in this process:
+    ``@hydra.main``'s argument parser and override grammar) with ``--cfg job``: the printed config holds the
+    pattern unchanged."""
+    import runpy
+    import shlex
+
+    argv = shlex.split(line)
+    assert argv[:3] == ["python", "-m", "src.train"]
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "src" / "train.py"), *argv[3:], "--cfg", "job"])
+    runpy.run_module("src.train", run_name="__main__", alter_sys=True)  # what ``python -m src.train`` does
+    cfg = OmegaConf.create(capsys.readouterr().out)
+    for arg in argv[3:]:
+        key, value = arg.split("=", 1)
+        if key.startswith("data.") and key.endswith(".urls"):
+            assert "{0000" in value and OmegaConf.select(cfg, key) == value.strip('"')
+
+
+def test_short_run_reads_shards_through_pipe_and_http(shards, tmp_path):
+    """Train shards of one source through ``pipe:cat``, of another and the val shards over http (a server
+    thread on 127.0.0.1), with the README's quoting."""
+    import functools
+    import http.server
+    import threading
+
+    served: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            served.append(self.path)
+
+    def pattern(source: str, split: str) -> str:
+        tars = sorted((shards / source / split).glob("*.tar"))
+        return f"{source}/{split}/{source}-{split}-{{000000..{len(tars) - 1:06d}}}.tar"
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(Handler, directory=str(shards)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        cfg = tiny_cfg(shards, tmp_path / "run", "trainer.max_steps=2", "trainer.val_check_interval=2",
+                       "model.val_scales=[1.0]", "data.sources.synth_face.probability=0",
+                       "data.sources.synth_wholebody.probability=0",
+                       "data.sources.synth_hand.probability=0.5",
+                       "data.sources.synth_body.probability=0.5",
+                       f'data.sources.synth_body.urls="pipe:cat {shards}/{pattern("synth_body", "train")}"',
+                       f'data.sources.synth_hand.urls="{base}/{pattern("synth_hand", "train")}"',
+                       f'data.val.synth_wholebody.urls="{base}/{pattern("synth_wholebody", "val")}"',
+                       f"data.val.synth_wholebody.gt={shards}/synth_wholebody/val/gt.json")
+        assert cfg.data.sources.synth_body.urls.startswith("pipe:cat ")
+        out = train(cfg)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out["global_step"] == 2 and out["val_images"] == val_images(shards)
+    assert any(p.startswith("/synth_hand/train/") for p in served), served
+    assert any(p.startswith("/synth_wholebody/val/") for p in served)
+
+
+# -- knobs --------------------------------------------------------------------------------------------------
+def test_accumulation_and_compile_are_config_knobs_and_compile_keeps_checkpoint_keys():
+    from hydra.utils import instantiate
+
+    cfg = compose_train("+experiment=smoke", "trainer.accumulate_grad_batches=3", "model.compile=true",
+                        "logger=csv", "~callbacks.progress")
+    trainer = instantiate(cfg.trainer, logger=False)
+    assert trainer.accumulate_grad_batches == 3
+    module = instantiate(cfg.model, _recursive_=False)
+    keys = set(module.state_dict())
+    module.on_fit_start()  # wraps the network (torch.compile is lazy: nothing is compiled here)
+    assert module._train_net is not None and set(module.state_dict()) == keys

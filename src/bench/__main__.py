@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-AREAS = ["targets", "decode", "predict", "sharding", "loader"]
+AREAS = ["targets", "decode", "predict", "sharding", "loader", "evaluate"]
 
 
 def machine() -> dict:

@@ -1,8 +1,9 @@
 """Validation while training: decode each rank's images, gather the records once, score the six parts.
 
 DDP rule (pipeline_recipes.md findings 7 and 9): ranks may see different numbers of val batches, so nothing
-here runs a collective per batch; :meth:`ValidationCollector.evaluate` gathers the per-image records once with
-``all_gather_object`` and keeps the first copy of each image id, so every val image is scored exactly once.
+here runs a collective per batch; :meth:`ValidationCollector.evaluate` gathers the per-image records once to
+rank 0 (``gather_object``), which keeps the first copy of each image id and scores every val image exactly
+once; the metrics go back to every rank (``broadcast_object_list``) so all ranks log the same values.
 """
 
 from __future__ import annotations
@@ -57,30 +58,19 @@ class ValidationCollector:
                 self.samples.append((image, maps[i, :, : ih // 8, : iw // 8].cpu(), drawn))
 
     def evaluate(self) -> dict[str, tuple[dict, int, list[str]]]:
-        """Gather every rank's records (one collective), keep one copy per image id, score each val source
-        against its GT. -> {source: (metrics, images scored, the parts the source labels)}, sources in the
-        order rank 0, then rank 1 ... first saw them (the first one listed in ``data.val`` whenever rank 0
-        reads a shard of it)."""
-        parts = [(self.gts, self.records, self.labelled)]
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            parts = [None] * dist.get_world_size()
-            dist.all_gather_object(parts, (self.gts, self.records, self.labelled))
-        gts: dict[str, str] = {}
-        labelled: dict[str, np.ndarray] = {}
-        for part_gts, _, part_labelled in parts:
-            for source, gt in part_gts.items():
-                gts.setdefault(source, gt)
-                labelled[source] = labelled.get(source, part_labelled[source]) | part_labelled[source]
-        out = {}
-        for source, gt in gts.items():
-            merged: dict[int, list[dict]] = {}
-            for _, part, _ in parts:
-                for image_id, recs in part.get(source, {}).items():
-                    merged.setdefault(image_id, recs)
-            preds = [r for recs in merged.values() for r in recs]
-            metrics = evaluate_wholebody(gt, preds)
-            out[source] = (metrics, len(merged), [p for p in metrics if _labels(labelled[source], p)])
-        return out
+        """Gather every rank's records to rank 0 (one collective), keep one copy per image id, score each val
+        source against its GT there, and broadcast the result. -> {source: (metrics, images scored, the parts
+        the source labels)} on every rank, sources in the order rank 0, then rank 1 ... first saw them (the
+        first one listed in ``data.val`` whenever rank 0 reads a shard of it)."""
+        mine = (self.gts, self.records, self.labelled)
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return _score([mine])
+        rank = dist.get_rank()
+        parts = [None] * dist.get_world_size() if rank == 0 else None
+        dist.gather_object(mine, parts, dst=0)
+        box = [_score(parts) if rank == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def write_pictures(self, out_dir: Path, step: int, loggers: list) -> None:
         """Overlays and map montages of the first images: ``out_dir/step_N_{overlay,maps}.png``, wandb."""
@@ -96,6 +86,27 @@ class ValidationCollector:
             if hasattr(logger, "log_image"):  # WandbLogger: RGB
                 logger.log_image(key="val/pictures", images=[p[..., ::-1].copy() for p in files.values()],
                                  step=step, caption=list(files))
+
+
+def _score(parts: list[tuple[dict, dict, dict]]) -> dict[str, tuple[dict, int, list[str]]]:
+    """Merge the ranks' (gts, records, labelled points), first copy of each image id, and score each source
+    on every part; the list names the parts the source labels."""
+    gts: dict[str, str] = {}
+    labelled: dict[str, np.ndarray] = {}
+    for part_gts, _, part_labelled in parts:
+        for source, gt in part_gts.items():
+            gts.setdefault(source, gt)
+            labelled[source] = labelled.get(source, part_labelled[source]) | part_labelled[source]
+    out = {}
+    for source, gt in gts.items():
+        merged: dict[int, list[dict]] = {}
+        for _, part, _ in parts:
+            for image_id, recs in part.get(source, {}).items():
+                merged.setdefault(image_id, recs)
+        preds = [r for recs in merged.values() for r in recs]
+        metrics = evaluate_wholebody(gt, preds)
+        out[source] = (metrics, len(merged), [p for p in metrics if _labels(labelled[source], p)])
+    return out
 
 
 def _labels(labelled: np.ndarray, part: str) -> bool:

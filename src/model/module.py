@@ -43,7 +43,7 @@ class PoseModule(L.LightningModule):
                  decoder: dict | None = None, loss: dict | None = None, channels_last: bool | None = None,
                  max_bad_steps: int = 20, val_images: int = 4, val_scales: list[float] | None = None,
                  val_flip: bool = False,
-                 init_from: str | None = None, init_strict: bool = True):
+                 init_from: str | None = None, init_strict: bool = True, compile: bool = False):
         super().__init__()
         net, optimizer, schedule = _plain(net), _plain(optimizer), _plain(schedule)
         decoder, loss, val_scales = _plain(decoder or {}), _plain(loss or {}), _plain(val_scales or [1.0])
@@ -67,6 +67,7 @@ class PoseModule(L.LightningModule):
         self.inference = Inference(NetworkModel(self.net), decoder, self.val_scales, flip=val_flip)
         self.collector = ValidationCollector(val_images)
         self.last_metrics: dict | None = None  # {part: {stat: value}} of the last validation
+        self._train_net = None  # torch.compile(self.net) when ``compile``: training forward only
 
     # -- inputs -------------------------------------------------------------------------------------------
     @property
@@ -82,13 +83,17 @@ class PoseModule(L.LightningModule):
         if self._channels_last:
             self.net.to(memory_format=torch.channels_last)
         self.inference.model = NetworkModel(self.net, self._channels_last)
+        if self.hparams.get("compile") and self._train_net is None:
+            # kept outside the module tree: parameters, state_dict keys and checkpoints stay those of self.net
+            object.__setattr__(self, "_train_net", torch.compile(self.net))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """``[B,3,H,W]`` 0..255 -> the 439-channel output ``[B, K+2P, H/8, W/8]``."""
         return self.net.maps(self.net(self._input(image)))
 
     def _losses(self, batch: dict) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
-        outs = self.net(self._input(batch["image"]))
+        net = self._train_net if self._train_net is not None and self.training else self.net
+        outs = net(self._input(batch["image"]))
         pafs, cms = self.net.split(outs)
         return self.loss(pafs, cms, batch["target"], batch["weight"]), outs
 
