@@ -25,7 +25,8 @@ def overfit_metrics(tmp_path_factory) -> dict:
                     f"{source}.val.ann={ann}", f"{source}.val.images={images}"],
                    cwd=ROOT, check=True, capture_output=True)
     subprocess.run([sys.executable, "-m", "src.train", "+experiment=overfit_real",
-                    f"data.root={tmp / 'shards'}", f"run_dir={tmp / 'run'}", "logger=csv", "~callbacks.progress"],
+                    f"data.root={tmp / 'shards'}", f"run_dir={tmp / 'run'}", "logger=csv",
+                    "~callbacks.progress"],
                    cwd=ROOT, check=True, capture_output=True)
     return json.loads((tmp / "run" / "last_metrics.json").read_text())
 
