@@ -28,6 +28,7 @@ from pathlib import Path
 
 import cv2
 import hydra
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -86,6 +87,15 @@ def predict(cfg: DictConfig) -> dict:
     return predict_images(cfg, inference, files, out)
 
 
+def write_image_outputs(out: Path, stem: str, image: np.ndarray, people: list, overlay: bool) -> None:
+    """``<stem>_keypoints.json`` and, with ``overlay``, ``<stem>_overlay.png`` (PNG compression level 1: the
+    default level took longer to write than the decoder takes to find the people)."""
+    write_openpose_json(people, out / f"{stem}_keypoints.json")
+    if overlay:
+        cv2.imwrite(str(out / f"{stem}_overlay.png"), draw.draw_people(image, [p.keypoints for p in people]),
+                    [cv2.IMWRITE_PNG_COMPRESSION, 1])
+
+
 def _people(inference: Inference, image, height: int) -> list:
     with torch.inference_mode():
         return inference.image(image, height)
@@ -103,10 +113,7 @@ def predict_images(cfg: DictConfig, inference: Inference, files: list[Path], out
             log.warning("skipped %s", err)
             continue
         people = _people(inference, image, int(cfg.height))
-        write_openpose_json(people, out / f"{path.stem}_keypoints.json")
-        if cfg.overlay:
-            cv2.imwrite(str(out / f"{path.stem}_overlay.png"),
-                        draw.draw_people(image, [p.keypoints for p in people]))
+        write_image_outputs(out, path.stem, image, people, cfg.overlay)
         records += wholebody_records(people, iid)
         images.append({"id": iid, "file_name": path.name, "height": image.shape[0], "width": image.shape[1],
                        "people": len(people)})

@@ -15,16 +15,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from src.bench.scenes import crowd
-from src.decoder import draw
 from src.decoder.decode import Decoder
-from src.decoder.writers import write_openpose_json
 from src.inference import Inference, NetworkModel, resize_for_eval
+from src.predict import write_image_outputs
 from src.skeleton import BODY_135
 from src.targets import Targets
 
@@ -67,9 +65,7 @@ def run(repeats: int = 5) -> dict:
         found = decode()
         with tempfile.TemporaryDirectory() as tmp:
             def write():
-                write_openpose_json(found, Path(tmp) / "photo_keypoints.json")
-                cv2.imwrite(str(Path(tmp) / "photo_overlay.png"),
-                            draw.draw_people(image, [p.keypoints for p in found]))
+                write_image_outputs(Path(tmp), "photo", image, found, overlay=True)
 
             times = {"network": _best_ms(network, repeats), "decode": _best_ms(decode, repeats),
                      "write": _best_ms(write, repeats)}
