@@ -126,47 +126,45 @@ def predict_images(cfg: DictConfig, inference: Inference, files: list[Path], out
     return summary
 
 
-def open_video(source: str) -> tuple[cv2.VideoCapture, str]:
-    """(an opened capture, the stem its files are named by) for a camera index or a video file."""
+def open_video(source: str) -> tuple[cv2.VideoCapture, str, np.ndarray]:
+    """(an opened capture, the stem its files are named by, its first frame) for a camera index or a video
+    file; a capture that yields no frame is an error naming it."""
     if source.isdigit():
-        capture = cv2.VideoCapture(int(source))
-        if not capture.isOpened():
-            raise FileNotFoundError(f"input={source}: camera {source} cannot be opened")
-        return capture, f"camera{source}"
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"input: no file at {path}")
-    capture = cv2.VideoCapture(str(path))
-    ok = capture.isOpened() and capture.grab()
+        capture, stem, what = cv2.VideoCapture(int(source)), f"camera{source}", f"camera {source}"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"input: no file at {path}")
+        capture, stem, what = cv2.VideoCapture(str(path)), path.stem, str(path)
+    ok, first = capture.read() if capture.isOpened() else (False, None)
     if not ok:
         capture.release()
-        raise ValueError(f"input={path}: not a video OpenCV can read (no frame decodes)")
-    capture.release()
-    return cv2.VideoCapture(str(path)), path.stem
+        if source.isdigit():
+            raise FileNotFoundError(f"input={source}: camera {source} cannot be opened")
+        raise ValueError(f"input={what}: not a video OpenCV can read (no frame decodes)")
+    return capture, stem, first
 
 
 def predict_video(cfg: DictConfig, inference: Inference, source: str, out: Path) -> dict:
     """Frame by frame: ``<stem>_<frame:012d>_keypoints.json`` (OpenPose's naming) and ``<stem>_overlay.mp4``.
     Ctrl-C stops after the frame being decoded; every finished frame stays written."""
-    capture, stem = open_video(source)
+    capture, stem, frame = open_video(source)
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    writer, frames, people_count, stopped = None, 0, 0, False
+    writer = cv2.VideoWriter(str(out / f"{stem}_overlay.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                             frame.shape[1::-1]) if cfg.overlay else None
+    frames, people_count, stopped = 0, 0, False
     bar = tqdm(total=total, desc="predict", unit="frame", disable=not cfg.progress)
     try:
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
+        while frame is not None:
             people = _people(inference, frame, int(cfg.height))
             write_openpose_json(people, out / f"{stem}_{frames:012d}_keypoints.json")
-            if cfg.overlay:
-                if writer is None:
-                    writer = cv2.VideoWriter(str(out / f"{stem}_overlay.mp4"),
-                                             cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.shape[1::-1])
+            if writer is not None:
                 writer.write(draw.draw_people(frame, [p.keypoints for p in people]))
             frames, people_count = frames + 1, people_count + len(people)
             bar.update(1)
+            ok, frame = capture.read()
+            frame = frame if ok else None
     except KeyboardInterrupt:
         stopped = True
     finally:
