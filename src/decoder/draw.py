@@ -46,14 +46,20 @@ def _limb_table(layout=BODY_135) -> tuple[np.ndarray, list[tuple[int, int, int]]
     return np.asarray(pairs, np.int64).reshape(-1, 2), colours
 
 
+def _point_style(limbs: np.ndarray, colours: list, layout=BODY_135) -> tuple[np.ndarray, np.ndarray]:
+    """(BGR colour per point: the colour of the limb ending at it, the first limb's start taking that limb's;
+    whether the point is drawn at half the radius: face and hand points)."""
+    point_colours = np.zeros((layout.num_keypoints, 3), np.int64)
+    point_colours[limbs[:, 1]] = colours
+    point_colours[limbs[0, 0]] = colours[0]
+    small = np.zeros(layout.num_keypoints, bool)
+    for group in ("lhand", "rhand", "face"):
+        small[layout.group_slice(group)] = True
+    return point_colours, small
+
+
 LIMBS, LIMB_COLOURS = _limb_table()
-_POINT_COLOURS = np.zeros((BODY_135.num_keypoints, 3), np.int64)
-for (_a, _b), _colour in zip(LIMBS, LIMB_COLOURS, strict=True):
-    _POINT_COLOURS[_b] = _colour  # a point takes the colour of the limb that ends at it
-_POINT_COLOURS[LIMBS[0, 0]] = LIMB_COLOURS[0]
-_SMALL = np.zeros(BODY_135.num_keypoints, bool)  # face and hand points: drawn at half the radius
-for _group in ("lhand", "rhand", "face"):
-    _SMALL[BODY_135.group_slice(_group)] = True
+_POINT_COLOURS, _SMALL = _point_style(LIMBS, LIMB_COLOURS)
 
 
 def draw_people(image: np.ndarray, people: list[np.ndarray], threshold: float = 0.0) -> np.ndarray:
