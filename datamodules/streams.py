@@ -105,11 +105,13 @@ class TrainStream(IterableDataset):
 
     def __init__(self, sources: list[SourceSpec], padding: SourceSpec | None, crop: int, batch_size: int,
                  mix: str, scale_ranges: str, photometric: float, shuffle: int, background_reuse: int,
-                 seed: int, targets=None, base_epoch: int = 0, rotate: float = 45.0):
+                 seed: int, targets=None, base_epoch: int = 0, rotate: float = 45.0,
+                 flip: float = 0.5):
         self.sources, self.padding, self.crop, self.batch_size = sources, padding, crop, batch_size
         self.mix, self.scale_ranges, self.photometric = mix, scale_ranges, photometric
         self.shuffle, self.background_reuse, self.seed = shuffle, background_reuse, seed
-        self.targets, self.base_epoch, self._iters, self.rotate = targets, base_epoch, 0, rotate
+        self.targets, self.base_epoch, self._iters = targets, base_epoch, 0
+        self.rotate, self.flip = rotate, flip
 
     def __iter__(self) -> Iterator[dict]:
         rank, world, worker, nworkers = worker_position()
@@ -140,7 +142,7 @@ class TrainStream(IterableDataset):
 
     def _samples(self, spec: SourceSpec, rank: int, world: int, where: tuple, counter: Counter,
                  backgrounds: Backgrounds | None) -> Iterator[dict]:
-        policy = Policy.make(spec.policy, self.scale_ranges, self.rotate)
+        policy = Policy.make(spec.policy, self.scale_ranges, self.rotate, self.flip)
         augment = Augment(policy, self.crop, self.photometric)
         augment.seed(make_seed(self.seed, "aug", spec.name, *where) % 2**32)
         raw = raw_stream(spec.urls, rank, world, make_seed(self.seed, spec.name, *where), counter,

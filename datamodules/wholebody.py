@@ -74,7 +74,7 @@ class WholeBodyDataModule(L.LightningDataModule):
 
     def __init__(self, sources, val=None, root: str = "data/shards", crop: int = 480, batch_size: int = 10,
                  batches_per_epoch: int = 1000, mix: str = "per_sample", scale_ranges: str = "intended",
-                 photometric: float = 0.0, rotate: float = 45.0, shuffle_buffer: int = 100,
+                 photometric: float = 0.0, rotate: float = 45.0, flip: float = 0.5, shuffle_buffer: int = 100,
                  background_reuse: int = 4, num_workers: int = 4, pin_memory: bool = False,
                  val_batch_size: int = 1, val_num_workers: int = 1, val_size: int = 480,
                  val_fit: str = "height", targets=None, targets_on: str = "device", seed: int = 0,
@@ -105,13 +105,15 @@ class WholeBodyDataModule(L.LightningDataModule):
             raise ValueError(f"data.sources: all probabilities are zero ({list(self.source_cfg)})")
         if not 0 <= rotate <= 180:
             raise ValueError(f"data.rotate must be in [0, 180] degrees, got {rotate!r}")
+        if not 0 <= flip <= 1:
+            raise ValueError(f"data.flip must be a probability in [0, 1], got {flip!r}")
         if targets_on == "worker" and targets is None:
             raise ValueError("data.targets_on=worker needs data.targets (a src.targets.Targets)")
         self.root, self.crop, self.batch_size = root, crop, batch_size
         self.batches_per_epoch = batches_per_epoch
         self.mix, self.scale_ranges, self.photometric = mix, scale_ranges, photometric
         self.shuffle_buffer, self.background_reuse = shuffle_buffer, background_reuse
-        self.rotate = rotate
+        self.rotate, self.flip = rotate, flip
         self.num_workers, self.pin_memory, self.val_num_workers = num_workers, pin_memory, val_num_workers
         self.val_batch_size, self.val_size, self.val_fit = val_batch_size, val_size, val_fit
         self.targets, self.targets_on, self.seed, self.on_missing = targets, targets_on, seed, on_missing
@@ -175,7 +177,7 @@ class WholeBodyDataModule(L.LightningDataModule):
         targets = self.targets if self.targets_on == "worker" else None
         return TrainStream(self.train_sources, self.padding, self.crop, self.batch_size, self.mix,
                            self.scale_ranges, self.photometric, self.shuffle_buffer, self.background_reuse,
-                           self.seed, targets, base_epoch, self.rotate)
+                           self.seed, targets, base_epoch, self.rotate, self.flip)
 
     def train_dataloader(self):
         epoch = self.trainer.current_epoch if self.trainer is not None else 0

@@ -173,6 +173,23 @@ def test_hand_policy_centres_on_a_wrist_when_zoomed():
                    <= 14 for _ in range(10))
 
 
+def test_image_policy_keeps_the_val_view_scale_and_flip_follows_the_policy():
+    """Policy ``image`` (memorising a val set): m = 1 puts the image's height at the crop size whatever the
+    people's heights, the crop centred on one of them; ``flip`` is the policy's probability."""
+    h, size = 400, 200
+    meta = _meta([person((150, 200), 60, points={0: (150.0, 180.0), 9: (150.0, 230.0)}),
+                  person((450, 200), 300, points={0: (450.0, 100.0), 9: (450.0, 300.0)})])
+    for flip, mirrored in ((0.0, False), (1.0, True)):
+        aug = Augment(Policy("image", (1.0, 1.0), rotate=0.0, flip=flip), size=size)
+        aug.seed(0)
+        for _ in range(6):
+            out = aug(np.zeros((h, 600, 3), np.uint8), meta)
+            assert np.allclose(np.abs(out["matrix"][:, :2]), np.eye(2) * size / h, atol=1e-6)  # scale 1/2
+            assert out["flip"] is mirrored
+    assert Policy.make("image", "paper", flip=0.0).scale == (0.9, 1.1)
+    assert Policy.make("image", "paper", flip=0.0).flip == 0.0
+
+
 def test_policies_and_scale_ranges():
     assert Policy.make("hand", "released").scale == SCALE_RANGES["released"]["hand"] == (1 / 3, 1.5)
     assert Policy.make("hand", "intended").scale == (0.5, 4.0)

@@ -66,6 +66,7 @@ def _proportions(batches) -> dict[str, float]:
     ({"mix": "per_epoch"}, "data.mix"),
     ({"crop": 100}, "multiple of 8"),
     ({"rotate": -5}, "data.rotate"),
+    ({"flip": 1.5}, "data.flip must be a probability in \\[0, 1\\], got 1.5"),
     ({"targets_on": "worker"}, "needs data.targets"),
 ])
 def test_configuration_errors_name_the_key(root, change, match):
