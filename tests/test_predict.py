@@ -100,9 +100,14 @@ def test_people_in_original_pixels_and_bad_files_skipped(scene, tmp_path):
     assert len(records[0]["keypoints"]) == 51 and len(records[0]["face_kpts"]) == 204
     listing = json.loads((tmp_path / "images.json").read_text())
     assert listing["skipped"][0]["file"].endswith("broken.jpg")
-    overlay = cv2.imread(str(tmp_path / "crowd_overlay.png"))
+    overlay = cv2.imread(str(tmp_path / "crowd_overlay.jpg"))
     assert overlay.shape == (300, 400, 3)
-    assert (overlay != cv2.imread(str(images / "crowd.png"))).any(axis=2).sum() > 500  # skeletons drawn
+    changed = np.abs(overlay.astype(int) - cv2.imread(str(images / "crowd.png"))).max(2) > 60
+    assert changed.sum() > 500  # skeletons drawn (not JPEG noise)
+    _run(model, images / "crowd.png", tmp_path / "png", overlay_format="png")
+    lossless = cv2.imread(str(tmp_path / "png" / "crowd_overlay.png"))
+    assert (lossless != cv2.imread(str(images / "crowd.png"))).any(axis=2).sum() > 500
+    assert np.abs(lossless.astype(int) - overlay).mean() < 6  # the same noisy picture, JPEG-compressed
 
 
 def test_multiscale_maps_come_back_to_the_same_pixels(scene, tmp_path):
@@ -148,6 +153,9 @@ def test_bad_arguments_are_named(scene, tmp_path):
         _run(model, tmp_path / "empty", tmp_path)
     with pytest.raises(ValueError, match="give input="):
         predict(config([f"ckpt_path={model}"]))
+    with pytest.raises(ValueError, match="overlay_format must be one of \\['jpg', 'png'\\], got 'gif'"):
+        _run(model, images, tmp_path / "gif", overlay_format="gif")
+    assert not (tmp_path / "gif").exists()  # refused before anything is written
 
 
 def test_cli_reports_skips_and_fails_when_nothing_is_readable(scene, tmp_path):

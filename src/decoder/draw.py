@@ -46,7 +46,7 @@ def _limb_table(layout=BODY_135) -> tuple[np.ndarray, list[tuple[int, int, int]]
     return np.asarray(pairs, np.int64).reshape(-1, 2), colours
 
 
-def _point_style(limbs: np.ndarray, colours: list, layout=BODY_135) -> tuple[np.ndarray, np.ndarray]:
+def _point_style(limbs: np.ndarray, colours: list, layout=BODY_135) -> tuple[list, np.ndarray]:
     """(BGR colour per point: the colour of the limb ending at it, the first limb's start taking that limb's;
     whether the point is drawn at half the radius: face and hand points)."""
     point_colours = np.zeros((layout.num_keypoints, 3), np.int64)
@@ -55,47 +55,52 @@ def _point_style(limbs: np.ndarray, colours: list, layout=BODY_135) -> tuple[np.
     small = np.zeros(layout.num_keypoints, bool)
     for group in ("lhand", "rhand", "face"):
         small[layout.group_slice(group)] = True
-    return point_colours, small
+    return [tuple(c) for c in point_colours.tolist()], small
 
 
 LIMBS, LIMB_COLOURS = _limb_table()
-_POINT_COLOURS, _SMALL = _point_style(LIMBS, LIMB_COLOURS)
+_POINT_BGR, _SMALL = _point_style(LIMBS, LIMB_COLOURS)
+
+
+ALPHA_LEVELS = 8
+"""Limb opacities are drawn at this many levels: the limbs of one person at one level share a layer and one blend."""
 
 
 def draw_people(image: np.ndarray, people: list[np.ndarray], threshold: float = 0.0) -> np.ndarray:
     """Copy of ``image`` (BGR uint8) with each person's ``[135, 3]`` (x, y, confidence) drawn over it.
 
     A point is drawn when its confidence is above ``threshold``; a limb when both its ends are, with opacity
-    ``MIN_ALPHA + (1 - MIN_ALPHA) * min(confidences)``. Line width and point radius follow the image size.
+    ``MIN_ALPHA + (1 - MIN_ALPHA) * min(confidences)`` (rounded to one of ``ALPHA_LEVELS``). Line width and
+    point radius follow the image size.
     """
     out = np.ascontiguousarray(image.copy())
     h, w = out.shape[:2]
     thick, radius = max(1, max(h, w) // 320), max(1, max(h, w) // 250)
     pad = thick + 2
+    radii = np.where(_SMALL, max(1, radius // 2), radius).tolist()
     for kp in people:
         kp = np.asarray(kp, np.float32)
         seen = (kp[:, 2] > threshold) & np.isfinite(kp).all(1)
-        for (a, b), colour in zip(LIMBS, LIMB_COLOURS, strict=True):
-            if not (seen[a] and seen[b]):
-                continue
-            pa, pb = _pt(kp[a]), _pt(kp[b])
-            x0, x1 = max(0, min(pa[0], pb[0]) - pad), min(w, max(pa[0], pb[0]) + pad + 1)
-            y0, y1 = max(0, min(pa[1], pb[1]) - pad), min(h, max(pa[1], pb[1]) + pad + 1)
-            if x0 >= x1 or y0 >= y1:
-                continue
+        pts = np.rint(np.clip(np.where(seen[:, None], kp[:, :2], 0), -4 * max(h, w), 5 * max(h, w)))
+        pts = pts.astype(np.int64)
+        ends = pts[LIMBS]                                                            # [L, 2 ends, xy]
+        lo, hi = ends.min(1) - pad, ends.max(1) + pad + 1                            # [L, xy]
+        drawn = seen[LIMBS].all(1) & (lo < [w, h]).all(1) & (hi > 0).all(1)
+        conf = np.clip(kp[LIMBS, 2].min(1), 0, 1)
+        level = np.rint(conf * (ALPHA_LEVELS - 1)).astype(np.int64)
+        for lv in np.unique(level[drawn]).tolist():
+            idx = np.nonzero(drawn & (level == lv))[0]
+            x0, y0 = np.maximum(lo[idx].min(0), 0).tolist()
+            x1, y1 = np.minimum(hi[idx].max(0), [w, h]).tolist()
             roi = out[y0:y1, x0:x1]
             layer = roi.copy()
-            cv2.line(layer, (pa[0] - x0, pa[1] - y0), (pb[0] - x0, pb[1] - y0), colour, thick, cv2.LINE_AA)
-            alpha = MIN_ALPHA + (1 - MIN_ALPHA) * float(np.clip(min(kp[a, 2], kp[b, 2]), 0, 1))
+            for i, ((ax, ay), (bx, by)) in zip(idx.tolist(), ends[idx].tolist(), strict=True):
+                cv2.line(layer, (ax - x0, ay - y0), (bx - x0, by - y0), LIMB_COLOURS[i], thick, cv2.LINE_AA)
+            alpha = MIN_ALPHA + (1 - MIN_ALPHA) * lv / (ALPHA_LEVELS - 1)
             cv2.addWeighted(layer, alpha, roi, 1 - alpha, 0, dst=roi)
-        for k in np.nonzero(seen)[0]:
-            r = max(1, radius // 2) if _SMALL[k] else radius
-            cv2.circle(out, _pt(kp[k]), r, tuple(int(c) for c in _POINT_COLOURS[k]), -1, cv2.LINE_AA)
+        for k, (x, y) in zip(np.nonzero(seen)[0].tolist(), pts[seen].tolist(), strict=True):
+            cv2.circle(out, (x, y), radii[k], _POINT_BGR[k], -1, cv2.LINE_AA)
     return out
-
-
-def _pt(p: np.ndarray) -> tuple[int, int]:
-    return int(round(float(p[0]))), int(round(float(p[1])))
 
 
 def _heat(image: np.ndarray, values: np.ndarray, label: str) -> np.ndarray:

@@ -44,7 +44,7 @@ def wholebody_records(people: list[Person], image_id: int, category_id: int = 1)
 
 
 def _flat(kp: np.ndarray) -> list[float]:
-    return [round(float(v), 3) for v in np.asarray(kp, np.float32).reshape(-1)]
+    return np.round(np.asarray(kp, np.float32).astype(np.float64).reshape(-1), 3).tolist()
 
 
 def openpose_person(person: Person) -> dict:
