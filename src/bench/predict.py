@@ -46,11 +46,11 @@ def run(repeats: int = 5) -> dict:
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
             net_cfg = compose("export", overrides=["model=tiny"]).model.net
-        net = instantiate(net_cfg).eval()
+        net = instantiate(net_cfg)
         image, people = crowd(PEOPLE, SIZE, seed=0)
         k = BODY_135.num_keypoints
         gt, _ = Targets()(torch.from_numpy(people)[None], torch.ones(1, k, dtype=torch.bool), None, SIZE)
-        inference = Inference(NetworkModel(net), Decoder())
+        inference = Inference(NetworkModel.for_inference(net), Decoder())  # as load_model makes it
         resized = resize_for_eval(image, SIZE[0])
         scale, offset = torch.from_numpy(resized.scale)[None], torch.from_numpy(resized.offset)[None]
 
