@@ -2,10 +2,11 @@
 
 ``python -m src.match_runtime model=ablation_paf5 target=deep_wholebody [size=[480,480]] [device=cpu]``
 
-Every stage's ``width`` and ``tail`` of ``model`` is multiplied by a factor f and rounded to a multiple of 8
-(at least 8); the backbone and adapter stay. f is bracketed (halved or doubled from 1) and then bisected until
+Every stage's ``width`` and ``tail`` of ``model`` is multiplied by a factor f and rounded to a multiple of
+``multiple`` (8; 4 for the narrow CPU presets, where a step of 8 moves the cost by up to 20%), at least that;
+the backbone and adapter stay. f is bracketed (halved or doubled from 1) and then bisected until
 the measured batch-1 latency at ``size`` is within ``tolerance`` (5%) of the target's; if rounding leaves it
-short, single stages are then widened or narrowed by 8 (see :func:`match`). At most ``max_steps``
+short, single stages are then widened or narrowed by ``multiple`` (see :func:`match`). At most ``max_steps``
 measurements; the closest configuration is kept. ``metric=gflops`` matches FLOPs instead of time
 (device-independent and deterministic). Writes the model preset with the new stages to
 ``out_dir/<model>_as_<target>.yaml`` (default ``conf/model/matched/``, usable as
@@ -29,14 +30,15 @@ from src.model.net import apply_width_rule
 log = logging.getLogger(__name__)
 
 
-def scale_widths(net_cfg: dict, factor: float) -> dict:
-    """A copy of the network config with every stage's width and tail x ``factor``, multiples of 8."""
-    def r8(v: int) -> int:
-        return max(8, int(v * factor / 8 + 0.5) * 8)  # half up, not round-half-even
+def scale_widths(net_cfg: dict, factor: float, multiple: int = 8) -> dict:
+    """A copy of the network config with every stage's width and tail x ``factor``, multiples of
+    ``multiple``."""
+    def rounded(v: int) -> int:
+        return max(multiple, int(v * factor / multiple + 0.5) * multiple)  # half up, not round-half-even
 
     out = dict(net_cfg)
     for key in ("paf_stages", "cm_stages"):
-        out[key] = [[int(blocks), r8(width), r8(tail)] for blocks, width, tail in net_cfg[key]]
+        out[key] = [[int(blocks), rounded(width), rounded(tail)] for blocks, width, tail in net_cfg[key]]
     return out
 
 
@@ -51,19 +53,20 @@ def measure(net_cfg: dict, metric: str, size: tuple[int, int], device: str, repe
 
 
 def _nudge(cfg: dict, key: str, index: int, step: int) -> dict:
-    """A copy of ``cfg`` with one stage's width moved by ``step`` (at least 8)."""
+    """A copy of ``cfg`` with one stage's width moved by ``step`` (at least ``|step|``)."""
     out = {**cfg, key: [list(stage) for stage in cfg[key]]}
-    out[key][index][1] = max(8, out[key][index][1] + step)
+    out[key][index][1] = max(abs(step), out[key][index][1] + step)
     return out
 
 
 def match(net_cfg: dict, goal: float, metric: str, size: tuple[int, int], device: str = "cpu",
-          tolerance: float = 0.05, max_steps: int = 24, repeats: int = 3) -> tuple[dict, float, list[dict]]:
+          tolerance: float = 0.05, max_steps: int = 24, repeats: int = 3, multiple: int = 8
+          ) -> tuple[dict, float, list[dict]]:
     """(config closest to ``goal``, its common factor, the search log). Assumes the cost grows with width.
 
-    First a common factor for all stages (bracket, then bisection); when rounding to multiples of 8 leaves
-    that short of the tolerance (a step of 8 moves a narrow network's cost by ~10%), single stages' widths
-    are moved by 8 at a time, keeping whichever move comes closest, while that helps."""
+    First a common factor for all stages (bracket, then bisection); when rounding to multiples leaves that
+    short of the tolerance (a step of 8 moves a narrow network's cost by ~10%), single stages' widths
+    are moved by ``multiple`` at a time, keeping whichever move comes closest, while that helps."""
     tried: dict[str, dict] = {}
 
     def probe(cfg: dict, f: float) -> dict:
@@ -75,7 +78,7 @@ def match(net_cfg: dict, goal: float, metric: str, size: tuple[int, int], device
         return tried[key]
 
     def value(f: float) -> float:
-        return probe(scale_widths(net_cfg, f), f)["value"]
+        return probe(scale_widths(net_cfg, f, multiple), f)["value"]
 
     def best() -> dict:
         return min(tried.values(), key=lambda t: abs(t["ratio"] - 1))
@@ -98,7 +101,7 @@ def match(net_cfg: dict, goal: float, metric: str, size: tuple[int, int], device
             lo = mid
     while not done():
         current = best()
-        step = 8 if current["ratio"] < 1 else -8
+        step = multiple if current["ratio"] < 1 else -multiple
         for key in ("paf_stages", "cm_stages"):
             for i in range(len(current["config"][key])):
                 if not done():
@@ -121,7 +124,7 @@ def main(cfg: DictConfig) -> None:
                    int(cfg.repeats))
     log.info("target %s: %s=%.1f at %dx%d on %s", cfg.target, cfg.metric, goal, *size, cfg.device)
     matched, factor, search = match(net_cfg, goal, cfg.metric, size, cfg.device, float(cfg.tolerance),
-                                    int(cfg.max_steps), int(cfg.repeats))
+                                    int(cfg.max_steps), int(cfg.repeats), int(cfg.multiple))
     best = next(t for t in search if t["config"] is matched)
     # the preset it came from, with only the stages replaced (read as model=matched/<name>)
     preset = (f"defaults:\n  - /model/{model_name}@_here_\n  - _self_\nnet:\n"
@@ -134,8 +137,8 @@ def main(cfg: DictConfig) -> None:
     status = "within" if abs(best["ratio"] - 1) <= cfg.tolerance else "NOT within"
     header = (f"# Generated by python -m src.match_runtime model={model_name} target={cfg.target} "
               f"metric={cfg.metric} size=[{size[0]},{size[1]}] device={cfg.device}\n"
-              f"# stage widths x {factor:.3f} (multiples of 8): {cfg.metric} {best['value']:.1f} vs target "
-              f"{goal:.1f} ({best['ratio']:.3f}x, {status} +-{cfg.tolerance:.0%})\n")
+              f"# stage widths x {factor:.3f} (multiples of {cfg.multiple}): {cfg.metric} {best['value']:.1f} vs target "
+              f"{goal:.1f} ({best['ratio']:.3f}x, {status} +-{100 * cfg.tolerance:g}%)\n")
     out.write_text(header + preset)
     print(f"{model_name} -> {out}: factor {factor:.3f}, {cfg.metric} {best['value']:.1f} vs {goal:.1f} "
           f"({best['ratio']:.3f}x, {status} tolerance)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import matplotlib
@@ -67,22 +68,24 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-# Paper Table 1 (spec §11.3, COCO val body): preset -> (PAF, CM, AP, AR multi-scale, APs, ARs single scale)
+# Paper Table 1 (spec §11.3, COCO val body): stage structure -> (PAF, CM, AP, AR multi-scale, APs, ARs single
+# scale). A preset's name carries its structure (``table1_paf3x8_96-256_cm8x192``, ``matched/..._as_...``,
+# ``table1_cpu/paf3x8_24-64_cm8x48``): PAF stages x blocks and CM blocks identify the row at any width.
 PAPER_TABLE1 = {
-    "table1_paf1x10_256_cm10x256": ("1s, 10b, 256w", "1s, 10b, 256w", 65.8, 70.3, 56.1, 61.1),
-    "table1_paf2x8_128-288_cm8x256": ("2s, 8b, 128-288w", "1s, 8b, 256w", 66.1, 70.5, 56.7, 61.9),
-    "table1_paf2x10_128-256_cm10x256": ("2s, 10b, 128-256w", "1s, 10b, 256w", 66.1, 70.7, 57.0, 62.0),
-    "table1_paf3x8_96-256_cm8x192": ("3s, 8b, 96-256w", "1s, 8b, 192w", 66.4, 70.9, 56.9, 61.9),
-    "table1_paf4x8_96-256_cm8x224": ("4s, 8b, 96-256w", "1s, 8b, 224w", 65.7, 70.2, 56.3, 61.4),
-    "table1_paf5x8_64-256_cm5x256": ("5s, 8b, 64-256w", "1s, 5b, 256w", 65.5, 70.1, 56.7, 61.8),
+    "paf1x10_cm10": ("1s, 10b, 256w", "1s, 10b, 256w", 65.8, 70.3, 56.1, 61.1),
+    "paf2x8_cm8": ("2s, 8b, 128-288w", "1s, 8b, 256w", 66.1, 70.5, 56.7, 61.9),
+    "paf2x10_cm10": ("2s, 10b, 128-256w", "1s, 10b, 256w", 66.1, 70.7, 57.0, 62.0),
+    "paf3x8_cm8": ("3s, 8b, 96-256w", "1s, 8b, 192w", 66.4, 70.9, 56.9, 61.9),
+    "paf4x8_cm8": ("4s, 8b, 96-256w", "1s, 8b, 224w", 65.7, 70.2, 56.3, 61.4),
+    "paf5x8_cm5": ("5s, 8b, 64-256w", "1s, 5b, 256w", 65.5, 70.1, 56.7, 61.8),
 }
+STRUCTURE = re.compile(r"(paf\d+x\d+)_[\d-]+_(cm\d+)x")
 
 
 def paper_row(model: str) -> tuple | None:
-    """The paper's Table 1 row of a preset name (``table1_*``, its ``matched/..._as_...`` variant, or the
-    reduced-width ``table1_cpu/...`` one), else None."""
-    base = str(model).split("/")[-1].split("_as_")[0]
-    return PAPER_TABLE1.get(base.removesuffix("_cpu"))
+    """The paper's Table 1 row of a preset name (the structure it names, before any ``_as_``), else None."""
+    found = STRUCTURE.search(str(model).split("/")[-1].split("_as_")[0])
+    return PAPER_TABLE1.get(f"{found[1]}_{found[2]}") if found else None
 
 
 def table1(records: list[dict]) -> str:

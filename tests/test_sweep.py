@@ -67,11 +67,13 @@ def test_report_bad_input_is_named(tmp_path):
 
 
 # -- width matching -----------------------------------------------------------------------------------------
-def test_scale_widths_rounds_to_multiples_of_eight():
+def test_scale_widths_rounds_to_multiples_of_eight_or_the_given_multiple():
     net = tiny_net()
     scaled = scale_widths(net, 0.7)
     assert scaled["paf_stages"] == [[2, 32, 64], [2, 32, 64]] and scaled["cm_stages"] == [[2, 32, 64]]
     assert scale_widths(net, 0.01)["paf_stages"][0] == [2, 8, 8]
+    assert scale_widths(net, 0.7, multiple=4)["paf_stages"][0] == [2, 36, 68]  # 33.6 -> 36, 67.2 -> 68
+    assert scale_widths(net, 0.01, multiple=4)["paf_stages"][0] == [2, 4, 4]
     assert scaled["adapter"] == net["adapter"] and net["paf_stages"][0] == [2, 48, 96]  # input untouched
 
 
@@ -227,7 +229,7 @@ def test_table1_presets_have_the_papers_structures_and_the_same_cost():
         swept = [m.strip() for m in str(cfg.hydra.sweeper.params.model).split(",")]
         printed = {n: compose("train", overrides=[f"model={n}"]).model.net for n in TABLE1}
         trained = {n: compose("train", overrides=[f"model={n}"]).model.net for n in swept}
-    assert [sweep_report.paper_row(n) for n in swept] == [sweep_report.PAPER_TABLE1[n] for n in TABLE1]
+    assert [sweep_report.paper_row(n) for n in swept] == list(sweep_report.PAPER_TABLE1.values())
     for name, (stages, blocks, first, last, cm_blocks, cm_width) in TABLE1.items():
         paf = apply_width_rule(printed[name].paf_stages, printed[name].width_rule)
         assert [s[0] for s in paf] == [blocks] * stages and (paf[0][1], paf[-1][1]) == (first, last), name
@@ -242,6 +244,26 @@ def test_table1_presets_have_the_papers_structures_and_the_same_cost():
             assert [len(s.blocks) for s in net.paf_stages] == [blocks] * stages, name
             assert [len(s.blocks) for s in net.cm_stages] == [cm_blocks], name
             flops[name] = cost.gflops(net, (480, 480))
+    assert max(flops.values()) / min(flops.values()) - 1 <= 0.05, flops
+
+
+def test_table1_cpu_rows_keep_the_structures_at_equal_cost():
+    """+sweep=table1_cpu: the same six stage/block structures, in the paper's order, GFLOPs at the CPU size
+    (256x256) within 5% of each other, each at most an eighth of its printed row's widths (+ rounding)."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose("train", overrides=["+experiment=smoke", "+sweep=table1_cpu"], return_hydra_config=True)
+        swept = [m.strip() for m in str(cfg.hydra.sweeper.params.model).split(",")]
+        nets = {n: compose("train", overrides=[f"model={n}"]).model.net for n in swept}
+    assert [sweep_report.paper_row(n) for n in swept] == list(sweep_report.PAPER_TABLE1.values())
+    assert cfg.trainer.max_steps == cfg.trainer.val_check_interval  # one validation, at the end
+    flops = {}
+    with torch.device("meta"):
+        for name, (stages, blocks, _, last, cm_blocks, cm_width) in zip(swept, TABLE1.values(), strict=True):
+            net = instantiate(nets[name])
+            assert [len(s.blocks) for s in net.paf_stages] == [blocks] * stages, name
+            assert [len(s.blocks) for s in net.cm_stages] == [cm_blocks], name
+            assert nets[name].paf_stages[-1][1] <= last / 8 + 4 and nets[name].cm_stages[0][1] <= cm_width / 8 + 4
+            flops[name] = cost.gflops(net, (256, 256))
     assert max(flops.values()) / min(flops.values()) - 1 <= 0.05, flops
 
 
@@ -273,3 +295,34 @@ def test_report_puts_the_papers_table1_beside_the_measured(tmp_path, capsys):
     assert [r[0].strip() for r in rows[1:]] == ["1_row6", "0_row4"]
     assert [c.strip() for c in rows[2][3:9]] == ["66.4", "70.9", "56.9", "61.9", "50.0", "60.0"]
 
+
+
+@pytest.mark.slow  # two deep narrow networks for a few steps each, then the report
+def test_table1_cpu_two_rows_come_back_as_a_complete_table(tmp_path):
+    """+sweep=table1_cpu with two of its rows (the shallowest and the deepest PAF structure) and a cut budget:
+    a run record per row with AP and AR for every part, the report's paper columns for both, the PNG."""
+    shards, sweep = tmp_path / "shards", tmp_path / "sweep"
+    subprocess.run([sys.executable, "-m", "sharding", f"out_dir={shards}", "synthetic.train_images=12",
+                    "synthetic.val_images=4"], cwd=ROOT, check=True, capture_output=True, timeout=300)
+    rows = "table1_cpu/matched/paf1x10_32_cm10x32,table1_cpu/matched/paf5x8_8-32_cm5x32"
+    cmd = [sys.executable, "-m", "src.train", "-m", "+experiment=smoke", "+sweep=table1_cpu",
+           f"hydra.sweeper.params.model={rows}", f"hydra.sweep.dir={sweep}", f"data.root={shards}",
+           "logger=csv", "model.input_size=128", "data.crop=128", "data.batch_size=2", "data.num_workers=0",
+           "data.val_num_workers=0", "data.val_batch_size=4", "trainer.max_steps=3",
+           "trainer.val_check_interval=3", "model.schedule.milestones=[2]", "trainer.enable_model_summary=false",
+           "~callbacks.progress", "callbacks.run_record.latency_size=[64,64]"]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = sweep_report.load_records(sweep)
+    assert sorted(r["model"] for r in records) == rows.split(",")
+    for rec in records:
+        assert rec["global_step"] == 3 and rec["gflops_480"] > 0 and rec["latency_ms"] > 0
+        assert {"body", "foot", "face", "lefthand", "righthand", "wholebody"} <= set(rec["metrics"])
+        assert all({"AP", "AR"} <= set(stats) for stats in rec["metrics"].values())
+    report = subprocess.run([sys.executable, "-m", "src.sweep_report", str(sweep)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr[-2000:]
+    paper = report.stdout.split("Paper Table 1")[1]
+    assert "| paf1x10_32_cm10x32 | 1s, 10b, 256w | 1s, 10b, 256w | 65.8 | 70.3 |" in paper
+    assert "| paf5x8_8-32_cm5x32 | 5s, 8b, 64-256w | 1s, 5b, 256w | 65.5 | 70.1 |" in paper
+    assert (sweep / "sweep_report.png").stat().st_size > 5000
