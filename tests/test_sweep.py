@@ -72,7 +72,7 @@ def test_scale_widths_rounds_to_multiples_of_eight_or_the_given_multiple():
     scaled = scale_widths(net, 0.7)
     assert scaled["paf_stages"] == [[2, 32, 64], [2, 32, 64]] and scaled["cm_stages"] == [[2, 32, 64]]
     assert scale_widths(net, 0.01)["paf_stages"][0] == [2, 8, 8]
-    assert scale_widths(net, 0.7, multiple=4)["paf_stages"][0] == [2, 36, 68]  # 33.6 -> 36, 67.2 -> 68
+    assert scale_widths(net, 0.7, multiple=4)["paf_stages"][0] == [2, 32, 68]  # 33.6 -> 32, 67.2 -> 68
     assert scale_widths(net, 0.01, multiple=4)["paf_stages"][0] == [2, 4, 4]
     assert scaled["adapter"] == net["adapter"] and net["paf_stages"][0] == [2, 48, 96]  # input untouched
 
