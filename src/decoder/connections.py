@@ -7,10 +7,10 @@ than ``inter_min_above`` of the samples are kept (score = their mean); a very cl
 (``|AB| < sqrt(HW)/150``) gets ``peak_threshold + 1e-6``; anything else scores 0.
 
 All pairs of all types are one flat batch. Most candidates join two different people and fail at once, so
-three of the n samples are read first (those a quarter and three quarters of the way, of every pair; then
-the middle one of those still alive): a pair already missing more samples than the rule allows is settled
-there, and only the rest read all of theirs. (Most pairs may miss one sample, so a single first probe would
-settle almost none.) The result is the same as reading every sample.
+three of the n samples are read first, one after the other (a quarter, three quarters and half of the way),
+each only for the pairs still alive: a pair already missing more samples than the rule allows is settled
+there, and only the rest read all of theirs. (Up to n = 20 a single miss rejects; longer pairs may miss
+one.) The result is the same as reading every sample.
 """
 
 from __future__ import annotations
@@ -89,13 +89,14 @@ def score_connections(pafs: torch.Tensor | FullMaps | LazyMaps, peaks: Peaks, pe
         v = pafs.take(c, y[:, None], x[:, None])                      # [N, 2]: x and y components
         return v[:, 0] * ux[i] + v[:, 1] * uy[i]
 
-    # Samples n/4 and 3n/4 of every pair, then n/2 of those still alive, settle most candidates: a pair
-    # missing more samples than the rule allows is rejected without reading the rest.
-    misses = (~(dots(slice(None), n // 4) > inter_threshold)).astype(np.int64)
-    misses += ~(dots(slice(None), 3 * n // 4) > inter_threshold)
-    alive = np.nonzero((misses <= n - need) & (norm > 1e-6))[0]
-    misses[alive] += ~(dots(alive, n[alive] // 2) > inter_threshold)
-    alive = alive[misses[alive] <= n[alive] - need[alive]]
+    # Samples n/4, 3n/4 and n/2 first, each read only for the pairs the ones before left alive: a pair missing
+    # more samples than the rule allows (one miss is already too many up to n = 20) is rejected without
+    # reading the rest.
+    misses = np.zeros(len(k), np.int64)
+    alive = np.nonzero(norm > 1e-6)[0]
+    for probe in (n // 4, 3 * n // 4, n // 2):
+        misses[alive] += ~(dots(alive, probe[alive]) > inter_threshold)
+        alive = alive[misses[alive] <= n[alive] - need[alive]]
     score = np.zeros(len(k), np.float32)
     if len(alive):
         pair = np.repeat(alive, n[alive])
