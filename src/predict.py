@@ -8,8 +8,8 @@ the width keeps the aspect ratio), run at every factor of ``scales`` (``[2, 1.5,
 the original pixels. For images (a file or a folder), written into ``out``:
 
 - ``<image stem>_keypoints.json`` per image: OpenPose JSON 1.3 (:mod:`src.decoder.writers`);
-- ``<image stem>_overlay.jpg`` (``overlay_format=png``: ``.png``) per image: the skeletons drawn over the image
-  (:mod:`src.decoder.draw`);
+- ``<image stem>_overlay.jpg`` (``overlay_format=png``: ``.png``) per image: the skeletons drawn over the
+  image (:mod:`src.decoder.draw`);
 - ``results_wholebody.json``: COCO-WholeBody result records of the run, and ``images.json`` naming each
   ``image_id`` (the file stems when all are numbers, as in COCO, else each image's position in the run).
 

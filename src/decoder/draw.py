@@ -63,7 +63,7 @@ _POINT_BGR, _SMALL = _point_style(LIMBS, LIMB_COLOURS)
 
 
 ALPHA_LEVELS = 8
-"""Limb opacities are drawn at this many levels: the limbs of one person at one level share a layer and one blend."""
+"""Limb opacities are drawn at this many levels: one person's limbs at one level share a layer and a blend."""
 
 
 def draw_people(image: np.ndarray, people: list[np.ndarray], threshold: float = 0.0) -> np.ndarray:
