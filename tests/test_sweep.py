@@ -307,7 +307,7 @@ def test_table1_cpu_two_rows_come_back_as_a_complete_table(tmp_path):
                     "synthetic.val_images=4"], cwd=ROOT, check=True, capture_output=True, timeout=300)
     rows = "table1_cpu/matched/paf1x10_32_cm10x32,table1_cpu/matched/paf5x8_8-32_cm5x32"
     cmd = [sys.executable, "-m", "src.train", "-m", "+experiment=smoke", "+sweep=table1_cpu",
-           f"hydra.sweeper.params.model={rows}", f"hydra.sweep.dir={sweep}", f"data.root={shards}",
+           f"hydra.sweeper.params.model='{rows}'", f"hydra.sweep.dir={sweep}", f"data.root={shards}",
            "logger=csv", "model.input_size=128", "data.crop=128", "data.batch_size=2", "data.num_workers=0",
            "data.val_num_workers=0", "data.val_batch_size=4", "trainer.max_steps=3",
            "trainer.val_check_interval=3", "model.schedule.milestones=[2]",
