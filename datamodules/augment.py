@@ -8,11 +8,11 @@ The geometry is a single affine ``M`` (scale, rotation, crop offset and flip com
 same matrix. The released recipe, scaled to any crop ``S`` (the spec's numbers are for ``S = 480``):
 
 * scale: the centre person's full height (meta ``scale``) becomes ``0.6 * S * m`` px (288*m at 480),
-  ``m ~ U[policy range]``;
+  ``m ~ U[policy range]`` (policy ``image``: the image's height becomes ``S * m`` instead);
 * centre: the person's centre, moved to a visible wrist (hand policy) or the nose (face policy) when
   ``(m > 2 and u > 0.05) or (m > 1.3 and u > 0.5)``; the wholebody policy takes either rule with p = 0.5;
 * rotation ``U[-r, r]`` degrees, r = ``data.rotate`` (45: spec §4.3); crop offset ``U[-40, 40] * S / 480`` px
-  per axis; flip with p = 0.5;
+  per axis; flip with p = ``data.flip`` (0.5);
 * padding: the next background image (when the mixture has a background source; ignore mask 0 there), else
   black with the ignore mask at 1 (spec §3.4 step 1).
 
