@@ -98,20 +98,18 @@ class Backgrounds:
 
 
 class TrainStream(IterableDataset):
-    """Endless training batches: per-source decode + augment, mixed by probability, batched, and with the
-    targets computed here when ``targets`` is given (``targets_on: worker``), handed over as
-    ``packed_targets`` (``datamodules.packed_targets``; the datamodule's ``on_after_batch_transfer`` unpacks
-    them)."""
+    """Endless training batches: per-source decode + augment (``policies``: source name -> its ``Policy``),
+    mixed by probability, batched, and with the targets computed here when ``targets`` is given
+    (``targets_on: worker``), handed over as ``packed_targets`` (``datamodules.packed_targets``; the
+    datamodule's ``on_after_batch_transfer`` unpacks them)."""
 
-    def __init__(self, sources: list[SourceSpec], padding: SourceSpec | None, crop: int, batch_size: int,
-                 mix: str, scale_ranges: str, photometric: float, shuffle: int, background_reuse: int,
-                 seed: int, targets=None, base_epoch: int = 0, rotate: float = 45.0,
-                 flip: float = 0.5):
-        self.sources, self.padding, self.crop, self.batch_size = sources, padding, crop, batch_size
-        self.mix, self.scale_ranges, self.photometric = mix, scale_ranges, photometric
+    def __init__(self, sources: list[SourceSpec], policies: dict[str, Policy], padding: SourceSpec | None,
+                 crop: int, batch_size: int, mix: str, photometric: float, shuffle: int,
+                 background_reuse: int, seed: int, targets=None, base_epoch: int = 0):
+        self.sources, self.policies, self.padding = sources, policies, padding
+        self.crop, self.batch_size, self.mix, self.photometric = crop, batch_size, mix, photometric
         self.shuffle, self.background_reuse, self.seed = shuffle, background_reuse, seed
         self.targets, self.base_epoch, self._iters = targets, base_epoch, 0
-        self.rotate, self.flip = rotate, flip
 
     def __iter__(self) -> Iterator[dict]:
         rank, world, worker, nworkers = worker_position()
@@ -142,8 +140,7 @@ class TrainStream(IterableDataset):
 
     def _samples(self, spec: SourceSpec, rank: int, world: int, where: tuple, counter: Counter,
                  backgrounds: Backgrounds | None) -> Iterator[dict]:
-        policy = Policy.make(spec.policy, self.scale_ranges, self.rotate, self.flip)
-        augment = Augment(policy, self.crop, self.photometric)
+        augment = Augment(self.policies[spec.name], self.crop, self.photometric)
         augment.seed(make_seed(self.seed, "aug", spec.name, *where) % 2**32)
         raw = raw_stream(spec.urls, rank, world, make_seed(self.seed, spec.name, *where), counter,
                          self.shuffle)

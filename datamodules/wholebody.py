@@ -29,7 +29,7 @@ import lightning as L
 import torch
 import webdataset as wds
 
-from datamodules.augment import POLICIES, SCALE_RANGES
+from datamodules.augment import POLICIES, SCALE_RANGES, Policy
 from datamodules.packed_targets import unpack
 from datamodules.streams import SourceSpec, TrainStream, ValStream, add_targets
 
@@ -175,9 +175,11 @@ class WholeBodyDataModule(L.LightningDataModule):
         if self.train_sources is None:
             self.resolve()
         targets = self.targets if self.targets_on == "worker" else None
-        return TrainStream(self.train_sources, self.padding, self.crop, self.batch_size, self.mix,
-                           self.scale_ranges, self.photometric, self.shuffle_buffer, self.background_reuse,
-                           self.seed, targets, base_epoch, self.rotate, self.flip)
+        policies = {s.name: Policy.make(s.policy, self.scale_ranges, self.rotate, self.flip)
+                    for s in self.train_sources}  # each source's augmentation, decided here once
+        return TrainStream(self.train_sources, policies, self.padding, self.crop, self.batch_size, self.mix,
+                           self.photometric, self.shuffle_buffer, self.background_reuse, self.seed, targets,
+                           base_epoch)
 
     def train_dataloader(self):
         epoch = self.trainer.current_epoch if self.trainer is not None else 0

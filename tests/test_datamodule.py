@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from shard_helpers import ALL_GROUPS, sample, write_source
 
-from datamodules.augment import SCALE_RANGES, Policy
+from datamodules.augment import SCALE_RANGES
 from datamodules.mixing import Counter, batch_source, raw_stream
 from datamodules.packed_targets import pack, unpack
 from datamodules.samples import collate, decode
@@ -333,7 +333,7 @@ def test_preset_source_shares_are_realised(preset, tmp_path):
     dm.setup("fit")
     stream = dm.train_dataset()
     ranges = SCALE_RANGES[cfg.scale_ranges]
-    assert {s.name: Policy.make(s.policy, stream.scale_ranges).scale for s in stream.sources} == {
+    assert {s.name: stream.policies[s.name].scale for s in stream.sources} == {
         n: ranges[s["policy"]] for n, s in cfg.sources.items()}
     props = _proportions(dm.train_dataloader())
     assert set(props) <= set(shares)
