@@ -30,7 +30,8 @@ from src.targets import Targets
 PEOPLE, SIZE = 10, (480, 640)
 
 
-def _best_ms(fn, repeats: int, clock=time.perf_counter) -> float:
+def best_ms(fn, repeats: int, clock=time.perf_counter) -> float:
+    """The fastest of ``repeats`` calls of ``fn`` (after one warm-up), in ms of ``clock``."""
     fn()
     times = []
     for _ in range(repeats):
@@ -82,13 +83,13 @@ def run(repeats: int = 20) -> dict:
         fine = decoder.resize(maps, SIZE)
         found = len(decoder.decode_resized(fine, maps[:k]))
         decode = lambda: decoder.decode_resized(fine, maps[:k])  # noqa: E731
-        decode_ms = _best_ms(decode, repeats)
-        decode_cpu_ms = _best_ms(decode, repeats, time.process_time)
-        resize_ms = _best_ms(lambda: decoder.resize(maps, SIZE), max(3, repeats // 5))
+        decode_ms = best_ms(decode, repeats)
+        decode_cpu_ms = best_ms(decode, repeats, time.process_time)
+        resize_ms = best_ms(lambda: decoder.resize(maps, SIZE), max(3, repeats // 5))
         lazy = Decoder(resize="lazy")
         lazy_found = len(lazy(maps, SIZE))
-        total_ms = _best_ms(lambda: lazy(maps, SIZE), repeats)
-        total_cpu_ms = _best_ms(lambda: lazy(maps, SIZE), repeats, time.process_time)
+        total_ms = best_ms(lambda: lazy(maps, SIZE), repeats)
+        total_cpu_ms = best_ms(lambda: lazy(maps, SIZE), repeats, time.process_time)
     finally:
         torch.set_num_threads(threads)
     return {"decode_ms_10_people": round(decode_ms, 2), "decode_cpu_ms_10_people": round(decode_cpu_ms, 2),

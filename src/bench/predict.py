@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from src.bench.decode import best_ms
 from src.bench.scenes import crowd
 from src.decoder.decode import Decoder
 from src.inference import Inference, NetworkModel, resize_for_eval
@@ -28,16 +28,6 @@ from src.targets import Targets
 
 PEOPLE, SIZE = 10, (480, 640)
 CONF = Path(__file__).resolve().parents[2] / "conf"
-
-
-def _best_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
 
 
 def run(repeats: int = 5) -> dict:
@@ -67,8 +57,8 @@ def run(repeats: int = 5) -> dict:
             def write():
                 write_image_outputs(Path(tmp), "photo", image, found, overlay=True)
 
-            times = {"network": _best_ms(network, repeats), "decode": _best_ms(decode, repeats),
-                     "write": _best_ms(write, repeats)}
+            times = {"network": best_ms(network, repeats), "decode": best_ms(decode, repeats),
+                     "write": best_ms(write, repeats)}
     finally:
         torch.set_num_threads(threads)
     return {"predict_ms_per_image": round(sum(times.values()), 1),
