@@ -78,7 +78,7 @@ def predict(cfg: DictConfig) -> dict:
     source = str(cfg.input)
     is_video = source.isdigit() or Path(source).suffix.lower() in VIDEO_SUFFIXES
     files = None if is_video else list_images(source)
-    if cfg.get("overlay_format", "jpg") not in OVERLAY_FORMATS:
+    if cfg.overlay_format not in OVERLAY_FORMATS:
         raise ValueError(f"overlay_format must be one of {list(OVERLAY_FORMATS)}, got {cfg.overlay_format!r}")
     out = ensure_writable(cfg.out, "out", folder=True)  # before the model is loaded and any image is run
     with checkpoint.trusted(bool(cfg.get("trust_checkpoint", False))):
@@ -121,7 +121,7 @@ def predict_images(cfg: DictConfig, inference: Inference, files: list[Path], out
             log.warning("skipped %s", err)
             continue
         people = _people(inference, image, int(cfg.height))
-        write_image_outputs(out, path.stem, image, people, cfg.overlay, cfg.get("overlay_format", "jpg"))
+        write_image_outputs(out, path.stem, image, people, cfg.overlay, cfg.overlay_format)
         records += wholebody_records(people, iid)
         images.append({"id": iid, "file_name": path.name, "height": image.shape[0], "width": image.shape[1],
                        "people": len(people)})
