@@ -6,11 +6,14 @@ dot product with unit(AB) and keeping the samples above ``inter_threshold``. The
 than ``inter_min_above`` of the samples are kept (score = their mean); a very close pair
 (``|AB| < sqrt(HW)/150``) gets ``peak_threshold + 1e-6``; anything else scores 0.
 
-All pairs of all types are one flat batch. Most candidates join two different people and fail at once, so
-three of the n samples are read first, one after the other (a quarter, three quarters and half of the way),
-each only for the pairs still alive: a pair already missing more samples than the rule allows is settled
-there, and only the rest read all of theirs. (Up to n = 20 a single miss rejects; longer pairs may miss
-one.) The result is the same as reading every sample.
+All pairs of all types are one flat batch. Most candidates join two different people and fail, so they are
+settled before all their samples are read: (1) with lazy maps, a sample is a certain miss where a cheap upper
+bound of |PAF| (``LazyMaps.pair_bound``: coarse maxima around it) is below the threshold, checked at three
+samples (a quarter, three quarters and half of the way), and a pair with more certain misses than the rule
+allows is rejected unread (on the 10-person benchmark scene, 89% of them); (2) those three samples are read,
+one after the other, each only for the pairs still alive; (3) the pairs still alive read their other samples.
+(Up to n = 20 a single miss rejects; longer pairs may miss one.) The result is the same as reading every
+sample.
 """
 
 from __future__ import annotations
@@ -80,32 +83,55 @@ def score_connections(pafs: torch.Tensor | FullMaps | LazyMaps, peaks: Peaks, pe
     inv_n = (1.0 / n).astype(np.float32)
     channel = 2 * k
 
-    def dots(i: np.ndarray | slice, step: np.ndarray) -> np.ndarray:
-        """PAF . unit(AB) at sample ``step`` of pairs ``i`` (nearest pixel, clamped to the image)."""
+    def pixel(i: np.ndarray, step: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sample ``step`` of pairs ``i``: the nearest pixel, clamped to the image."""
         t = (step + np.float32(0.5)) * inv_n[i]
         x = np.clip(np.floor(ax[i] + t * dx[i] + np.float32(0.5)), 0, w - 1).astype(np.int64)
         y = np.clip(np.floor(ay[i] + t * dy[i] + np.float32(0.5)), 0, h - 1).astype(np.int64)
-        c = channel[i][:, None] + np.arange(2)
-        v = pafs.take(c, y[:, None], x[:, None])                      # [N, 2]: x and y components
+        return y, x
+
+    def dots(i: np.ndarray, step: np.ndarray) -> np.ndarray:
+        """PAF . unit(AB) at sample ``step`` of pairs ``i``."""
+        y, x = pixel(i, step)
+        v = pafs.take(channel[i][:, None] + np.arange(2), y[:, None], x[:, None])   # [N, 2]: x, y components
         return v[:, 0] * ux[i] + v[:, 1] * uy[i]
 
-    # Samples n/4, 3n/4 and n/2 first, each read only for the pairs the ones before left alive: a pair missing
-    # more samples than the rule allows (one miss is already too many up to n = 20) is rejected without
-    # reading the rest.
-    misses = np.zeros(len(k), np.int64)
+    probes = (n // 4, 3 * n // 4, n // 2)
     alive = np.nonzero(norm > 1e-6)[0]
-    for probe in (n // 4, 3 * n // 4, n // 2):
-        misses[alive] += ~(dots(alive, probe[alive]) > inter_threshold)
-        alive = alive[misses[alive] <= n[alive] - need[alive]]
+    allowed = n - need                                              # misses a pair may have and pass
+    # Certain misses, without reading: |PAF . u| <= max(|PAF_x|, |PAF_y|) (|ux| + |uy|), and lazy maps bound
+    # that maximum from a table (PAFs are near zero away from limbs, where most candidates run).
+    certain = np.zeros(len(alive), np.int64)
+    for probe in probes:
+        bound = pafs.pair_bound(k[alive], *pixel(alive, probe[alive]))
+        if bound is None:
+            break
+        certain += bound * (np.abs(ux[alive]) + np.abs(uy[alive])) < inter_threshold * (1 - 1e-4)  # rounding
+    alive = alive[certain <= allowed[alive]]
+    # Then samples n/4, 3n/4 and n/2 are read, each only for the pairs the ones before left alive: a pair
+    # missing more samples than the rule allows (one miss is already too many up to n = 20) is rejected
+    # without reading the rest. The pairs still alive read their other samples.
+    kept, total = np.zeros(len(k), np.int64), np.zeros(len(k), np.float64)
+    misses = np.zeros(len(k), np.int64)
+
+    def read(i: np.ndarray, step: np.ndarray) -> None:
+        d = dots(i, step)
+        above = d > inter_threshold
+        kept[:] += np.bincount(i, above, len(k)).astype(np.int64)
+        misses[:] += np.bincount(i, ~above, len(k)).astype(np.int64)
+        total[:] += np.bincount(i, np.where(above, d, 0), len(k))
+
+    for probe in probes:
+        read(alive, probe[alive])
+        alive = alive[misses[alive] <= allowed[alive]]
+    rest = n[alive] - len(probes)
+    pair = np.repeat(alive, rest)
+    step = np.arange(len(pair)) - np.repeat(np.cumsum(rest) - rest, rest)
+    for probe in (n // 4, n // 2, 3 * n // 4):                   # skip the probes' steps, lowest first
+        step += step >= probe[pair]
+    read(pair, step)
     score = np.zeros(len(k), np.float32)
-    if len(alive):
-        pair = np.repeat(alive, n[alive])
-        step = np.arange(len(pair)) - np.repeat(np.cumsum(n[alive]) - n[alive], n[alive])
-        d = dots(pair, step)
-        kept = d > inter_threshold
-        count = np.bincount(pair, weights=kept, minlength=len(k))[alive]
-        total = np.bincount(pair, weights=np.where(kept, d, 0), minlength=len(k))[alive]
-        score[alive] = np.where(count >= need[alive], total / np.maximum(count, 1), 0)
+    score[alive] = np.where(kept[alive] >= need[alive], total[alive] / np.maximum(kept[alive], 1), 0)
     close = (score == 0) & (norm > 1e-6) & (norm < np.sqrt(h * w) / 150)
     score[close] = peak_threshold + 1e-6
 
