@@ -6,7 +6,8 @@ through here, so the normalisation (:func:`normalise`), the resize (:func:`resiz
 run (:func:`multiscale_maps`) and the mapping back (:meth:`Inference.decode`) exist once.
 
 A *model* is any callable ``normalised [B, 3, H, W] -> maps [B, 439, H/8, W/8]`` (:func:`load_model` makes
-one from a checkpoint, an ONNX or a TorchScript file; :class:`NetworkModel` wraps a ``PoseNet`` in memory).
+one from a checkpoint, folded for inference by :class:`src.model.fold.FoldedPoseNet`, or from an ONNX or a
+TorchScript file; :class:`NetworkModel` wraps a ``PoseNet`` being trained).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 
 from src import checkpoint
 from src.decoder.decode import Decoder, Person, to_image_pixels
+from src.model.fold import FoldedPoseNet
 from src.skeleton import BODY_135, layout_of
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -109,14 +111,6 @@ class NetworkModel:
         x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
         return self.net.maps(self.net(x))
 
-    @staticmethod
-    def for_inference(net: torch.nn.Module, device: str | torch.device = "cpu") -> NetworkModel:
-        """``net`` in eval mode on ``device``, channels-last: the layout oneDNN convolves without reordering
-        (the ``tiny`` net at 640x480 on one CPU thread: 126 instead of 157 ms; the same maps to float
-        rounding, ~1e-6). What ``load_model`` returns for a checkpoint."""
-        net = net.eval().to(device, memory_format=torch.channels_last)
-        return NetworkModel(net, channels_last=True)
-
 
 def load_exported(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
     """``np.ndarray [B,3,H,W] float32 -> np.ndarray [B,439,H/8,W/8]`` for an ONNX or TorchScript file."""
@@ -146,7 +140,7 @@ def load_model(path: str | Path, device: str = "cpu") -> Model:
         raise FileNotFoundError(f"ckpt_path: no file at {path}")
     suffix = path.suffix.lower()
     if suffix in CHECKPOINT_SUFFIXES:
-        return NetworkModel.for_inference(checkpoint.build_network(None, path)[0], device)
+        return FoldedPoseNet(checkpoint.build_network(None, path)[0], device)
     if suffix == ".onnx" or suffix in TORCHSCRIPT_SUFFIXES:
         run = load_exported(path)
         return lambda x: torch.from_numpy(run(x.detach().cpu().numpy()))

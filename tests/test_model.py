@@ -237,3 +237,48 @@ def test_released_solver_is_the_default_and_5e5_one_override_away():
     assert cfg.model.optimizer.lr == 3e-5 and paper.model.optimizer.lr == 5e-5
     assert list(cfg.model.schedule.milestones) == [200000, 300000, 360000, 420000, 480000, 540000, 600000,
                                                    700000, 800000, 900000]
+
+
+def _randomised(net: PoseNet) -> PoseNet:
+    """Non-trivial BatchNorm statistics and biases (a fresh net's are 0/1 and would hide a folding error)."""
+    g = torch.Generator().manual_seed(0)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            for t, lo, hi in ((m.running_mean, -1, 1), (m.running_var, 0.5, 2), (m.weight, 0.5, 1.5),
+                              (m.bias, -0.5, 0.5)):
+                t.data.copy_(torch.rand(t.shape, generator=g) * (hi - lo) + lo)
+        if isinstance(m, torch.nn.Conv2d):
+            m.bias.data.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    return net.eval()
+
+
+@pytest.mark.parametrize("case", ["tiny", "mixed_tails"])
+def test_folded_net_gives_the_same_maps_for_less_work(case):
+    """``FoldedPoseNet``: BatchNorm folded into its conv, and a stage's output conv folded into the next
+    stages' first conv where the tail is narrower (``mixed_tails``: tails of 4, narrower than the 8 PAF and 5
+    CM channels, and of 16, wider; two CM stages, the second reading the first and the last PAF). Same maps
+    at a size whose border rows matter, the original net untouched, fewer FLOPs."""
+    from src.model.cost import gflops
+    from src.model.fold import FoldedPoseNet
+
+    if case == "tiny":
+        net = instantiate(net_config("tiny").net)
+    else:
+        net = PoseNet(StridedStem((8, 8, 8), batch_norm=True), [12], [[1, 4, 4], [1, 4, 16], [2, 4, 4]],
+                      [[1, 4, 16], [1, 4, 4]], num_keypoints=5, num_pairs=4, batch_norm=True)
+    net = _randomised(net)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    folded = FoldedPoseNet(net)
+    x = torch.rand(2, 3, 40, 56) - 0.5
+    with torch.no_grad():
+        want, got = net.maps(net(x)), folded(x)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-5 * want.abs().max().item())
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    if case == "tiny":                                     # stages read features 64 + tail 96, not 64 + 304
+        assert folded.cm_stages[0].blocks[0].convs[0].conv.in_channels == 160
+        assert gflops(folded, (480, 640)) < 0.85 * gflops(net, (480, 640))
+    else:                                                   # folded: tails 4; read as they are: tail 16
+        assert [s.blocks[0].convs[0].folded for s in folded.paf_stages[1:]] == [[True], [False]]
+        assert [s.blocks[0].convs[0].folded for s in folded.cm_stages] == [[True], [False, True]]

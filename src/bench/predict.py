@@ -21,7 +21,8 @@ from hydra.utils import instantiate
 from src.bench.decode import best_ms
 from src.bench.scenes import crowd
 from src.decoder.decode import Decoder
-from src.inference import Inference, NetworkModel, resize_for_eval
+from src.inference import Inference, resize_for_eval
+from src.model.fold import FoldedPoseNet
 from src.predict import write_image_outputs
 from src.skeleton import BODY_135
 from src.targets import Targets
@@ -40,7 +41,7 @@ def run(repeats: int = 5) -> dict:
         image, people = crowd(PEOPLE, SIZE, seed=0)
         k = BODY_135.num_keypoints
         gt, _ = Targets()(torch.from_numpy(people)[None], torch.ones(1, k, dtype=torch.bool), None, SIZE)
-        inference = Inference(NetworkModel.for_inference(net), Decoder())  # as load_model makes it
+        inference = Inference(FoldedPoseNet(net), Decoder())  # as load_model makes it
         resized = resize_for_eval(image, SIZE[0])
         scale, offset = torch.from_numpy(resized.scale)[None], torch.from_numpy(resized.offset)[None]
 
