@@ -2,13 +2,14 @@
 
 ``python -m src.export [ckpt_path=CKPT] model=deep_wholebody format=onnx|torchscript out=FILE``
 
-The exported graph maps a normalised image ``[1, 3, H, W]`` (``pixel / 256 - 0.5``, H and W any multiples
-of 8) to the 439-channel output ``[1, 439, H/8, W/8]`` (135 heatmaps, then 304 PAF channels). Without a
-checkpoint the weights are random (for timing and tests). After writing, the file is loaded back (ONNX Runtime
-or ``torch.jit.load``) and run at every size in ``check_sizes``; a max abs difference to PyTorch above
-``tolerance`` is an error. ONNX uses the dynamo exporter with dynamic height and width declared as
-``8 * Dim``, so any multiple of 8 is accepted; TorchScript is traced (the network has no data-dependent
-control flow).
+The exported graph is the network folded for inference (``src.model.fold``, as ``predict`` runs a
+checkpoint); it maps a normalised image ``[1, 3, H, W]`` (``pixel / 256 - 0.5``, H and W any multiples of 8)
+to the 439-channel output ``[1, 439, H/8, W/8]`` (135 heatmaps, then 304 PAF channels). Without a checkpoint
+the weights are random (for timing and tests). After writing, the file is loaded back (ONNX Runtime or
+``torch.jit.load``) and run at every size in ``check_sizes``; a max abs difference to PyTorch (the network
+before folding, so the check covers the folding too) above ``tolerance`` is an error. ONNX uses the dynamo
+exporter with dynamic height and width declared as ``8 * Dim``, so any multiple of 8 is accepted; TorchScript
+is traced (the network has no data-dependent control flow).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from src import checkpoint
 from src.checkpoint import build_network
 from src.cli import ensure_writable, report_errors, run
 from src.inference import NORMALISATION, load_exported
+from src.model.fold import FoldedPoseNet
 from src.model.net import PoseNet
 from src.skeleton import BODY_135
 
@@ -71,7 +73,7 @@ def export_onnx(model: nn.Module, out: Path, size: tuple[int, int]) -> None:
     batch = torch.export.Dim("batch", min=1, max=64)
     example = torch.zeros(2, 3, *size)
     program = torch.onnx.export(model, (example,), dynamo=True, input_names=["image"], output_names=["maps"],
-                                dynamic_shapes={"image": {0: batch, 2: 8 * h, 3: 8 * w}}, verbose=False)
+                                dynamic_shapes=({0: batch, 2: 8 * h, 3: 8 * w},), verbose=False)
     program.save(str(out))
 
 
@@ -114,12 +116,12 @@ def export(model_cfg: DictConfig | dict | None, fmt: str, out: str | Path, ckpt_
     out = ensure_writable(out, "out")  # before the export and its parity check, not after
     with checkpoint.trusted(trust_checkpoint):
         net, net_cfg = build_network(model_cfg, ckpt_path)
-    model = Maps(net).eval()
+    model = FoldedPoseNet(net)                          # what predict runs; checked against the net itself
     if fmt == "onnx":
         export_onnx(model, out, sizes[0])
     else:
         export_torchscript(model, out, sizes[0])
-    diff, scale = parity(model, out, sizes)
+    diff, scale = parity(Maps(net).eval(), out, sizes)
     if not diff <= tolerance:
         raise AssertionError(f"{out}: max abs difference to PyTorch {diff:.3e} exceeds {tolerance:g}")
     meta = metadata(net_cfg, fmt, str(ckpt_path) if ckpt_path else None)

@@ -81,7 +81,7 @@ class _FirstConv(nn.Module):
         x = [h if fold else stage.out(h) for (h, stage), fold in zip(sources, self.folded, strict=True)]
         y = self.conv(torch.cat([features, *x], 1))
         if self.edge is not None:
-            y += F.conv2d(y.new_ones(1, 1, *y.shape[2:]), self.edge.to(y.dtype), padding=1)
+            y += F.conv2d(torch.ones_like(y[:1, :1]), self.edge.to(y.dtype), padding=1)  # shape-free: exports
         return y
 
 
