@@ -282,3 +282,4 @@ def test_folded_net_gives_the_same_maps_for_less_work(case):
     else:                                                   # folded: tails 4; read as they are: tail 16
         assert [s.blocks[0].convs[0].folded for s in folded.paf_stages[1:]] == [[True], [False]]
         assert [s.blocks[0].convs[0].folded for s in folded.cm_stages] == [[True], [False, True]]
+        assert gflops(folded, (40, 56)) < gflops(net, (40, 56))          # no output made twice

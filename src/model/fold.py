@@ -51,10 +51,22 @@ def _fold_batch_norms(net: PoseNet) -> None:
             _fold_batch_norm(module.tail, module.tail_act)
 
 
+class _Output:
+    """A stage's tail activation ``h``, and its output ``stage.out(h)`` made once, when first asked for."""
+
+    def __init__(self, h: torch.Tensor, stage: Stage):
+        self.h, self.stage, self._maps = h, stage, None
+
+    def maps(self) -> torch.Tensor:
+        if self._maps is None:
+            self._maps = self.stage.out(self.h)
+        return self._maps
+
+
 class _FirstConv(nn.Module):
     """A stage's first 3x3 convolution over ``cat(features, earlier stages' outputs)``, called with
-    ``(features, [(tail activation, stage), ...])``: an earlier stage whose output convolution is folded in
-    is read at its tail, the others through their output convolution."""
+    ``(features, [_Output, ...])``: an earlier stage whose output convolution is folded in is read at its
+    tail, the others at their output."""
 
     def __init__(self, conv: nn.Conv2d, sources: list[Stage]):
         super().__init__()
@@ -76,9 +88,9 @@ class _FirstConv(nn.Module):
         self.conv.weight.data, self.conv.bias.data = parts.float(), conv.bias.detach().clone()
         self.register_buffer("edge", edge.float() if any(self.folded) else None)
 
-    def forward(self, inputs: tuple[torch.Tensor, list[tuple[torch.Tensor, Stage]]]) -> torch.Tensor:
+    def forward(self, inputs: tuple[torch.Tensor, list[_Output]]) -> torch.Tensor:
         features, sources = inputs
-        x = [h if fold else stage.out(h) for (h, stage), fold in zip(sources, self.folded, strict=True)]
+        x = [s.h if fold else s.maps() for s, fold in zip(sources, self.folded, strict=True)]
         y = self.conv(torch.cat([features, *x], 1))
         if self.edge is not None:
             y += F.conv2d(torch.ones_like(y[:1, :1]), self.edge.to(y.dtype), padding=1)  # shape-free: exports
@@ -104,8 +116,8 @@ class FoldedPoseNet(nn.Module):
         self.to(device, memory_format=torch.channels_last).requires_grad_(False)
 
     @staticmethod
-    def _tail(stage: Stage, x) -> tuple[torch.Tensor, Stage]:
-        return stage.tail_act(stage.tail(stage.blocks(x))), stage
+    def _tail(stage: Stage, x) -> _Output:
+        return _Output(stage.tail_act(stage.tail(stage.blocks(x))), stage)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.adapter(self.backbone(x.contiguous(memory_format=torch.channels_last)))
@@ -115,4 +127,4 @@ class FoldedPoseNet(nn.Module):
         cm = None
         for stage in self.cm_stages:
             cm = self._tail(stage, (f, [paf] if cm is None else [cm, paf]))
-        return torch.cat([cm[1].out(cm[0]), paf[1].out(paf[0])], 1)
+        return torch.cat([cm.maps(), paf.maps()], 1)
