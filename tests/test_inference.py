@@ -65,16 +65,21 @@ def test_precision_other_than_fp32_needs_cuda():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_half_precision_maps_are_close_to_fp32_on_cuda():
+    """Also the folded network a checkpoint loads as (its edge term under autocast too)."""
     from src.inference import NetworkModel
+    from src.model.fold import FoldedPoseNet
     from src.model.net import PoseNet, StridedStem
 
-    net = PoseNet(StridedStem([16, 32, 64]), adapter=[32, 32], paf_stages=[[1, 32, 32]],
+    net = PoseNet(StridedStem([16, 32, 64]), adapter=[32, 32], paf_stages=[[1, 32, 32], [1, 32, 32]],
                   cm_stages=[[1, 32, 32]], backbone_init="none").cuda().eval()
     image = torch.randint(0, 256, (1, 3, 64, 96), dtype=torch.uint8)
     ref = Inference(NetworkModel(net), device="cuda").maps(image)[0]
-    for precision in ("bf16", "fp16"):
-        got = Inference(NetworkModel(net), device="cuda", precision=precision).maps(image)[0]
-        assert got.dtype == torch.float32 and torch.allclose(got, ref, atol=0.05 * ref.abs().max() + 1e-3)
+    for model in (NetworkModel(net), FoldedPoseNet(net, "cuda")):
+        for precision in ("fp32", "bf16", "fp16"):
+            got = Inference(model, device="cuda", precision=precision).maps(image)[0]
+            tolerance = 1e-4 if precision == "fp32" else 0.05
+            assert got.dtype == torch.float32
+            assert torch.allclose(got, ref, atol=tolerance * ref.abs().max() + 1e-3), precision
 
 
 def test_overlay_draws_anatomical_limbs_not_paf_pairs_with_confidence_alpha():
