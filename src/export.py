@@ -27,24 +27,12 @@ from torch import nn
 from src import checkpoint
 from src.checkpoint import build_network
 from src.cli import ensure_writable, report_errors, run
-from src.inference import NORMALISATION, load_exported
+from src.inference import NORMALISATION, Model, NetworkModel, load_exported
 from src.model.fold import FoldedPoseNet
-from src.model.net import PoseNet
 from src.skeleton import BODY_135
 
 log = logging.getLogger(__name__)
 logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one INFO line per deduplicated initializer
-
-class Maps(nn.Module):
-    """The network with the project's output contract: image -> concat(final CM, final PAF)."""
-
-    def __init__(self, net: PoseNet):
-        super().__init__()
-        self.net = net
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.net.maps(self.net(image))
-
 
 def metadata(net_cfg: dict, fmt: str, ckpt_path: str | None) -> dict:
     """What a consumer of the exported file needs: layout, keypoints, pairs, stride, normalisation. The
@@ -83,10 +71,10 @@ def export_torchscript(model: nn.Module, out: Path, size: tuple[int, int]) -> No
     traced.save(str(out))
 
 
-def parity(model: nn.Module, path: str | Path, sizes: list[tuple[int, int]], seed: int = 0
+def parity(model: Model, path: str | Path, sizes: list[tuple[int, int]], seed: int = 0
            ) -> tuple[float, float]:
-    """(max abs difference between the exported file and PyTorch, max abs PyTorch output: the scale the
-    difference is to be read against) over one random input per size."""
+    """(max abs difference between the exported file and ``model`` in PyTorch, max abs PyTorch output: the
+    scale the difference is to be read against) over one random input per size."""
     exported = load_exported(path)
     gen = torch.Generator().manual_seed(seed)
     worst = scale = 0.0
@@ -121,7 +109,7 @@ def export(model_cfg: DictConfig | dict | None, fmt: str, out: str | Path, ckpt_
         export_onnx(model, out, sizes[0])
     else:
         export_torchscript(model, out, sizes[0])
-    diff, scale = parity(Maps(net).eval(), out, sizes)
+    diff, scale = parity(NetworkModel(net.eval()), out, sizes)
     if not diff <= tolerance:
         raise AssertionError(f"{out}: max abs difference to PyTorch {diff:.3e} exceeds {tolerance:g}")
     meta = metadata(net_cfg, fmt, str(ckpt_path) if ckpt_path else None)

@@ -13,7 +13,8 @@ from hydra import compose, initialize
 from hydra.utils import instantiate
 
 from src.checkpoint import build_network, net_config
-from src.export import Maps, export
+from src.export import export
+from src.inference import NetworkModel
 from src.skeleton import BODY_135
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def onnx_file(checkpoint, tmp_path_factory):
 
 def _reference(net, x):
     with torch.no_grad():
-        return Maps(net)(torch.from_numpy(x)).numpy()
+        return NetworkModel(net)(torch.from_numpy(x)).numpy()
 
 
 def test_onnx_matches_pytorch_at_two_sizes(checkpoint, onnx_file):
