@@ -141,7 +141,7 @@ class _Scale:
         self.first_row, self.first_col = first_taps(factor, size[0]), first_taps(factor, size[1])
         self._padded: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._pixel_weights: tuple[np.ndarray, np.ndarray] | None = None
-        self._bounds: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._bounds: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # by first channel
 
     def pixel_weights(self) -> tuple[np.ndarray, np.ndarray]:
         """``[H, 4]``, ``[W, 4]``: the 4 weights of each output row (column) from its first patch cell on

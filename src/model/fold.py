@@ -106,13 +106,11 @@ class FoldedPoseNet(nn.Module):
         net = copy.deepcopy(net).eval()
         _fold_batch_norms(net)
         self.backbone, self.adapter = net.backbone, net.adapter
-        self.paf_stages, self.cm_stages = net.paf_stages, net.cm_stages
-        last_paf = net.paf_stages[-1]
-        for t, stage in enumerate(net.paf_stages[1:]):
-            stage.blocks[0].convs[0] = _FirstConv(stage.blocks[0].convs[0], [net.paf_stages[t]])
-        for s, stage in enumerate(net.cm_stages):
-            sources = [last_paf] if s == 0 else [net.cm_stages[s - 1], last_paf]
-            stage.blocks[0].convs[0] = _FirstConv(stage.blocks[0].convs[0], sources)
+        self.paf_stages, self.cm_stages, self.reads = net.paf_stages, net.cm_stages, net.reads
+        stages = [*net.paf_stages, *net.cm_stages]
+        for stage, reads in zip(stages, self.reads, strict=True):
+            if reads:
+                stage.blocks[0].convs[0] = _FirstConv(stage.blocks[0].convs[0], [stages[i] for i in reads])
         self.to(device, memory_format=torch.channels_last).requires_grad_(False)
 
     @staticmethod
@@ -121,10 +119,7 @@ class FoldedPoseNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.adapter(self.backbone(x.contiguous(memory_format=torch.channels_last)))
-        paf = self._tail(self.paf_stages[0], f)
-        for stage in self.paf_stages[1:]:
-            paf = self._tail(stage, (f, [paf]))
-        cm = None
-        for stage in self.cm_stages:
-            cm = self._tail(stage, (f, [paf] if cm is None else [cm, paf]))
-        return torch.cat([cm.maps(), paf.maps()], 1)
+        outs: list[_Output] = []
+        for stage, reads in zip([*self.paf_stages, *self.cm_stages], self.reads, strict=True):
+            outs.append(self._tail(stage, (f, [outs[i] for i in reads]) if reads else f))
+        return torch.cat([outs[-1].maps(), outs[len(self.paf_stages) - 1].maps()], 1)   # as PoseNet.maps

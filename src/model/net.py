@@ -148,6 +148,15 @@ def apply_width_rule(paf_stages: list[list[int]], rule: str | None) -> list[list
     return out
 
 
+def stage_reads(paf_stages: int, cm_stages: int) -> list[tuple[int, ...]]:
+    """For each stage, PAF stages then CM stages, the earlier stages whose outputs it reads after the
+    features, in order (the module docstring's wiring): PAF stage t the PAF stage before it; the first CM
+    stage the final PAF stage; a later CM stage the CM stage before it, then the final PAF stage."""
+    final_paf = paf_stages - 1
+    return ([() if t == 0 else (t - 1,) for t in range(paf_stages)]
+            + [(final_paf,) if s == 0 else (paf_stages + s - 1, final_paf) for s in range(cm_stages)])
+
+
 class PoseNet(nn.Module):
     """Backbone -> adapter (3x3 convs + PReLU) -> PAF stages -> CM stages; see the module docstring."""
 
@@ -167,13 +176,12 @@ class PoseNet(nn.Module):
             convs += [nn.Conv2d(cin, cout, 3, padding=1), _act(cout, batch_norm)]
             cin = cout
         self.adapter = nn.Sequential(*convs)
-        feat, paf_ch = cin, 2 * num_pairs
-        self.paf_stages = nn.ModuleList(
-            Stage(feat if t == 0 else feat + paf_ch, paf_ch, *spec, batch_norm=batch_norm)
-            for t, spec in enumerate(paf_stages))
-        self.cm_stages = nn.ModuleList(
-            Stage(feat + paf_ch + (num_keypoints if s else 0), num_keypoints, *spec, batch_norm=batch_norm)
-            for s, spec in enumerate(cm_stages))
+        self.reads = stage_reads(len(paf_stages), len(cm_stages))
+        outputs = [2 * num_pairs] * len(paf_stages) + [num_keypoints] * len(cm_stages)
+        stages = [Stage(cin + sum(outputs[i] for i in reads), out, *spec, batch_norm=batch_norm)
+                  for reads, out, spec in zip(self.reads, outputs, [*paf_stages, *cm_stages], strict=True)]
+        self.paf_stages = nn.ModuleList(stages[:len(paf_stages)])
+        self.cm_stages = nn.ModuleList(stages[len(paf_stages):])
         self.apply(_init)
         if zero_outputs:  # every stage starts at the all-zero prediction instead of ~6x its loss
             for stage in [*self.paf_stages, *self.cm_stages]:
@@ -198,14 +206,9 @@ class PoseNet(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every stage's output, PAF stages first then CM stages, each ``[B, C, H/8, W/8]``."""
         f = self.adapter(self.backbone(x))
-        outs, paf = [], None
-        for stage in self.paf_stages:
-            paf = stage(f if paf is None else torch.cat([f, paf], 1))
-            outs.append(paf)
-        cm = None
-        for stage in self.cm_stages:
-            cm = stage(torch.cat([f, paf] if cm is None else [f, cm, paf], 1))
-            outs.append(cm)
+        outs: list[torch.Tensor] = []
+        for stage, reads in zip([*self.paf_stages, *self.cm_stages], self.reads, strict=True):
+            outs.append(stage(torch.cat([f, *(outs[i] for i in reads)], 1) if reads else f))
         return outs
 
     def maps(self, outs: list[torch.Tensor]) -> torch.Tensor:
