@@ -55,12 +55,12 @@ class _Output:
     """A stage's tail activation ``h``, and its output ``stage.out(h)`` made once, when first asked for."""
 
     def __init__(self, h: torch.Tensor, stage: Stage):
-        self.h, self.stage, self._maps = h, stage, None
+        self.h, self.stage, self._output = h, stage, None
 
-    def maps(self) -> torch.Tensor:
-        if self._maps is None:
-            self._maps = self.stage.out(self.h)
-        return self._maps
+    def output(self) -> torch.Tensor:
+        if self._output is None:
+            self._output = self.stage.out(self.h)
+        return self._output
 
 
 class _FirstConv(nn.Module):
@@ -90,7 +90,7 @@ class _FirstConv(nn.Module):
 
     def forward(self, inputs: tuple[torch.Tensor, list[_Output]]) -> torch.Tensor:
         features, sources = inputs
-        x = [s.h if fold else s.maps() for s, fold in zip(sources, self.folded, strict=True)]
+        x = [s.h if fold else s.output() for s, fold in zip(sources, self.folded, strict=True)]
         y = self.conv(torch.cat([features, *x], 1))
         if self.edge is not None:
             y += F.conv2d(torch.ones_like(y[:1, :1]), self.edge.to(y.dtype), padding=1)  # shape-free: exports
@@ -122,4 +122,4 @@ class FoldedPoseNet(nn.Module):
         outs: list[_Output] = []
         for stage, reads in zip([*self.paf_stages, *self.cm_stages], self.reads, strict=True):
             outs.append(self._tail(stage, (f, [outs[i] for i in reads]) if reads else f))
-        return torch.cat([outs[-1].maps(), outs[len(self.paf_stages) - 1].maps()], 1)   # as PoseNet.maps
+        return torch.cat([outs[-1].output(), outs[len(self.paf_stages) - 1].output()], 1)   # as PoseNet.maps
