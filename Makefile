@@ -29,16 +29,16 @@ test-full:  ## everything, including the slow end-to-end runs
 	$(PY) -m pytest -q
 
 lint:  ## ruff
-	$(PY) -m ruff check src datamodules sharding tests
+	$(PY) -m ruff check src datamodules sharding bench tests
 
 bench:  ## targets, decoder, sharding and loader speed; ends with one JSON line (see BENCHMARKS.md)
-	$(PY) -m src.bench
+	$(PY) -m bench
 
 bench-runtime:  ## runtime vs people (paper Fig. 4): single network vs per-person cascade, CPU (device=cuda on a GPU)
-	$(PY) -m src.bench.runtime $(ARGS)
+	$(PY) -m bench.runtime $(ARGS)
 
 gpu-check:  ## on a GPU machine (<= 8 min, no network): CUDA tests, training img/s, MFU, memory, data wait; one JSON line
-	$(PY) -m src.bench.gpu_check $(ARGS)
+	$(PY) -m bench.gpu_check $(ARGS)
 
 shards:  ## build the WebDataset shards into $(SHARDS) (synthetic world by default; conf/shards.yaml)
 	$(PY) -m sharding out_dir=$(SHARDS)

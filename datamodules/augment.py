@@ -1,7 +1,7 @@
 """Per-source training augmentation (spec §4.3) as one albumentations pipeline, and the validation sample.
 
 Coordinates: pixel centres are integers (cv2's convention), so a horizontal flip maps ``x -> S - 1 - x`` as
-albumentations does. Keypoints are ``[P, 135, 3]`` ``(x, y, v)`` with the codes of ``src.skeleton``.
+albumentations does. Keypoints are ``[P, 135, 3]`` ``(x, y, v)`` with the codes of ``src.core.skeleton``.
 
 The geometry is a single affine ``M`` (scale, rotation, crop offset and flip composed) computed by
 ``PersonAffine`` from the sample's people, so image, ignore mask and keypoints are resampled once with the
@@ -34,8 +34,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from datamodules.samples import BadSample  # noqa: E402
-from src.inference import resize_for_eval  # noqa: E402
-from src.skeleton import BODY_135  # noqa: E402
+from src.core.geometry import STRIDE, half_pixel_offset, resize_for_eval  # noqa: E402
+from src.core.skeleton import BODY_135  # noqa: E402
 
 cv2.setNumThreads(1)  # one core per loader worker; cv2's own pool only competes with the other workers
 
@@ -171,7 +171,7 @@ class PersonAffine(A.DualTransform):
         a quarter of the warp. Crop pixel ``u`` is half-resolution pixel ``(u - 0.5) / 2``."""
         half = self.size // 2
         to_half = 0.5 * matrix
-        to_half[:, 2] -= 0.25
+        to_half[:, 2] += half_pixel_offset(0.5)
         return cv2.warpAffine(mask, to_half, (half, half), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=fill_mask)
 
@@ -210,8 +210,8 @@ class Augment:
     keypoints ``[P, 135, 3]``, the (possibly mirrored) groups and the ignore fraction at stride 8."""
 
     def __init__(self, policy: Policy, size: int = 480, photometric: float = 0.0):
-        if size % BODY_135.stride:
-            raise ValueError(f"data.crop must be a multiple of {BODY_135.stride}, got {size}")
+        if size % STRIDE:
+            raise ValueError(f"data.crop must be a multiple of {STRIDE}, got {size}")
         self.policy, self.size = policy, int(size)
         steps = [PersonAffine(size, policy)]
         if photometric > 0:
@@ -250,7 +250,7 @@ class Augment:
         groups = list(meta.get("groups") or [])
         if params["flip"]:
             kps, groups = kps[:, BODY_135.flip_index], BODY_135.flip_groups(groups)
-        grid = s // BODY_135.stride
+        grid = s // STRIDE
         if "mask" in out:
             small = cv2.resize(out["mask"], (grid, grid), interpolation=cv2.INTER_AREA)
             ign = small.astype(np.float32) / 255.0
@@ -262,12 +262,12 @@ class Augment:
 
 def eval_sample(image: np.ndarray, meta: dict, ignore: np.ndarray | None, size: int, fit: str = "height"
                 ) -> dict:
-    """A validation sample: the image resized by ``src.inference.resize_for_eval`` (the one eval resize),
+    """A validation sample: the image resized by ``src.core.geometry.resize_for_eval`` (the one eval resize),
     its ignore mask (padding ignored) at the stride and its keypoints moved with it."""
     resized = resize_for_eval(image, size, fit)
     (h, w), (nh, nw) = image.shape[:2], resized.input_size
     ph, pw = resized.image.shape[:2]
-    stride = BODY_135.stride
+    stride = STRIDE
     full = np.zeros((h, w), np.uint8) if ignore is None else ignore
     full = cv2.copyMakeBorder(cv2.resize(full, (nw, nh), interpolation=cv2.INTER_LINEAR),
                               0, ph - nh, 0, pw - nw, cv2.BORDER_CONSTANT, value=255)

@@ -1,13 +1,13 @@
 """One shard sample from tar bytes to arrays, and a list of augmented samples to one batch.
 
-Decode follows the record contract of ``src/record.py``: ``<key>.jpg|png`` (decoded BGR, OpenPose's channel
-order), ``<key>.json`` (meta) with ``<key>.keypoints.npy`` (or keypoints in the json), optional
+Decode follows the record contract of ``src/core/record.py``: ``<key>.jpg|png`` (decoded BGR, OpenPose's
+channel order), ``<key>.json`` (meta) with ``<key>.keypoints.npy`` (or keypoints in the json), optional
 ``<key>.ignore.png`` (255 = ignored). A sample that cannot be decoded raises ``BadSample``; the streams skip
 it and count it (``datamodules.mixing.Counter``).
 
-Batch contract (``collate``), what any loader must deliver for ``src.model.module.PoseModule`` to train:
+Batch contract (``collate``), what any loader must deliver for ``src.training.module.PoseModule`` to train:
   ``image``      ``[B, 3, S, S]`` uint8 BGR (OpenPose's order), stored channels_last (no transpose copy in the
-                 worker). The network input ``x / 256 - 0.5`` (``src.inference.normalise``) is made on the
+                 worker). The network input ``x / 256 - 0.5`` (``src.core.geometry.normalise``) is made on the
                  device: a quarter of the bytes to copy that float would need.
   ``keypoints``  ``[B, P, 135, 3]``, P the most people in this batch (at least 1); padding rows are (0, 0, 2).
   ``labelled``   ``bool[B, 135]``: the points the sample's source labels; all True for a background-only
@@ -27,9 +27,9 @@ import cv2
 import numpy as np
 import torch
 
-from src import image_io
-from src.record import read_meta
-from src.skeleton import BODY_135
+from src.core import image_io
+from src.core.record import read_meta
+from src.core.skeleton import BODY_135
 
 IMAGE_KEYS = ("jpg", "jpeg", "png")
 

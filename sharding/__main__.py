@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from sharding.people import InputError
 from sharding.writer import Settings, build_split
-from src.cli import ensure_writable, report_errors, run
+from src.core.cli import ensure_writable, report_errors, run
 
 
 def _bar(label: str):

@@ -29,8 +29,8 @@ from sharding.people import (
     read_image,
 )
 from sharding.source import Plan, Source, load_json, require
-from src.record import Record
-from src.skeleton import BODY_135
+from src.core.record import Record
+from src.core.skeleton import BODY_135
 
 
 def load_coco(path: Path, ann_fields: tuple[str, ...], required: tuple[str, ...] = ("id", "image_id", "bbox")

@@ -24,7 +24,7 @@ from sharding.people import (
     read_image,
 )
 from sharding.source import Plan, Source
-from src.record import Record
+from src.core.record import Record
 
 
 def _face(pid: int, kpts: np.ndarray, w: int, h: int, item: str) -> dict | None:

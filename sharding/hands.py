@@ -28,7 +28,7 @@ from sharding.people import (
     read_image,
 )
 from sharding.source import Plan, Source, load_json, require
-from src.record import Record
+from src.core.record import Record
 
 _SUFFIX = re.compile(r"_([lLrR])$")
 

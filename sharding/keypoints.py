@@ -1,4 +1,4 @@
-"""Dataset keypoint formats -> BODY_135 (spec §1.2 mappings, visibility codes of ``src.skeleton``).
+"""Dataset keypoint formats -> BODY_135 (spec §1.2 mappings, visibility codes of ``src.core.skeleton``).
 
 Each ``from_*`` returns one person's ``[135, 3]`` array; points the source never labels get code 4. Indices
 into a source format (COCO order, MPII joints, the iBUG 68 face) stay numbers; BODY_135 points are named.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from src.skeleton import BODY_135
+from src.core.skeleton import BODY_135
 
 _FACE = BODY_135.group_slice("face")
 # iBUG 68 face points (source indices) averaged into BODY_135 points (spec §1.2)

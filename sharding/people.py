@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from src import image_io
+from src.core import image_io
 
 # Full-person height as a multiple of a lone hand's or face's size, so that "scale" means the same thing in
 # every source and the loader's 288*m rule (spec §4.3) gives hands and faces their anatomical size at m = 1.

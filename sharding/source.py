@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sharding.people import InputError, SkipRecord
-from src.record import Record
+from src.core.record import Record
 
 SPLITS = ("train", "val")
 
@@ -34,7 +34,7 @@ class Plan:
 
 class Source:
     """Base converter. Subclasses set ``version`` (bump it when output changes: re-running rebuilds),
-    ``groups`` (the ``src.skeleton.BODY_135.groups`` this format labels), and ``path_keys``."""
+    ``groups`` (the ``src.core.skeleton.BODY_135.groups`` this format labels), and ``path_keys``."""
 
     version = "1"
     groups: list[str] = []

@@ -42,8 +42,8 @@ from sharding.synthetic_figure import (
     place,
     sample_pose,
 )
-from src.record import Record
-from src.skeleton import BODY_135
+from src.core.record import Record
+from src.core.skeleton import BODY_135
 
 ALL_GROUPS = list(BODY_135.groups)
 KINDS: dict[str, tuple[int, list[str]]] = {  # kind -> (id used in image ids, groups labelled in train)

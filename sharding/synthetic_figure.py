@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from src.skeleton import BODY_135
+from src.core.skeleton import BODY_135
 
 HEAD_R = 0.09  # head half-height (chin to crown) in person heights; anatomy is about 0.06
 HAND_LEN = 0.16  # wrist to middle fingertip; anatomy is about 0.108

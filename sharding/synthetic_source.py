@@ -14,7 +14,7 @@ import importlib.util
 from pathlib import Path
 
 from sharding.source import Plan, Source
-from src.record import Record
+from src.core.record import Record
 
 KIND_GROUPS = {
     "synth_body": ["body", "foot"],

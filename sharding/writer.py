@@ -26,11 +26,11 @@ import webdataset as wds
 
 from sharding.people import SkipRecord, non_finite
 from sharding.source import Source
-from src.record import Record
-from src.skeleton import BODY_135
+from src.core.record import Record
+from src.core.skeleton import BODY_135
 
 MANIFEST = "manifest.json"
-FORMAT = 2  # of the shard members (src/record.py); a new format rebuilds every split
+FORMAT = 2  # of the shard members (src/core/record.py); a new format rebuilds every split
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from src.cli import ensure_writable, report_errors, run
+from src.core.cli import ensure_writable, report_errors, run
 from src.evaluation.evaluator import evaluate_wholebody, format_table, load_predictions
 
 IMAGE_SOURCE = "images"  # the source name of images=DIR samples
@@ -42,7 +42,7 @@ def _image_batches(gt_path: str | Path, images: str | Path, height: int):
     """COCO-WholeBody json + image folder -> validation batches (one image each) at ``height``."""
     from datamodules.augment import eval_sample
     from datamodules.samples import collate_eval, labelled_of
-    from src import image_io
+    from src.core import image_io
 
     gt = json.loads(Path(gt_path).read_text())
     for info in gt["images"]:
@@ -63,7 +63,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, dict[str, float]]:
     import torch
     from hydra.utils import instantiate
 
-    from src import checkpoint
+    from src.core import checkpoint
     from src.evaluation.validation import ValidationCollector
     from src.inference import CHECKPOINT_SUFFIXES, Inference, load_model
 

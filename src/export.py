@@ -24,12 +24,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from src import checkpoint
-from src.checkpoint import build_network
-from src.cli import ensure_writable, report_errors, run
-from src.inference import NORMALISATION, Model, NetworkModel, load_exported
+from src.core import checkpoint
+from src.core.checkpoint import build_network
+from src.core.cli import ensure_writable, report_errors, run
+from src.core.geometry import NORMALISATION, STRIDE
+from src.core.skeleton import BODY_135
+from src.inference import Model, NetworkModel, load_exported
 from src.model.fold import FoldedPoseNet
-from src.skeleton import BODY_135
 
 log = logging.getLogger(__name__)
 logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one INFO line per deduplicated initializer
@@ -42,11 +43,11 @@ def metadata(net_cfg: dict, fmt: str, ckpt_path: str | None) -> dict:
     body135 = (k, p) == (BODY_135.num_keypoints, BODY_135.num_pairs)
     return {
         "format": fmt,
-        "input": {"name": "image", "shape": ["batch", 3, "H", "W"], "multiple_of": BODY_135.stride,
+        "input": {"name": "image", "shape": ["batch", 3, "H", "W"], "multiple_of": STRIDE,
                   "normalisation": NORMALISATION},
         "output": {"name": "maps", "shape": ["batch", k + 2 * p, "H/8", "W/8"], "heatmaps": [0, k],
                    "pafs": [k, k + 2 * p], "paf_pair_k": f"x at channel {k}+2k, y at {k + 1}+2k"},
-        "stride": BODY_135.stride,
+        "stride": STRIDE,
         "keypoint_names": list(BODY_135.names[:k]),
         "keypoint_groups": {g: [r.start, r.stop] for g, r in BODY_135.groups.items() if r.stop <= k},
         "pairs": [list(pair) for pair in BODY_135.pairs] if body135 else None,
@@ -79,8 +80,8 @@ def parity(model: Model, path: str | Path, sizes: list[tuple[int, int]], seed: i
     gen = torch.Generator().manual_seed(seed)
     worst = scale = 0.0
     for h, w in sizes:
-        if h % BODY_135.stride or w % BODY_135.stride:
-            raise ValueError(f"check size {h}x{w} is not a multiple of {BODY_135.stride}")
+        if h % STRIDE or w % STRIDE:
+            raise ValueError(f"check size {h}x{w} is not a multiple of {STRIDE}")
         x = torch.rand(1, 3, h, w, generator=gen) - 0.5
         with torch.no_grad():
             ref = model(x).numpy()

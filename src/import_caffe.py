@@ -2,7 +2,7 @@
 
 Reads the ``.caffemodel`` with :mod:`src.model.caffe` (no Caffe, no protoc), maps every layer onto the
 network of ``network``'s preset (``body135`` = ``conf/model/deep_wholebody``), checks every shape, and
-writes a checkpoint in the format :mod:`src.checkpoint` reads (``src.predict``, ``src.evaluate``,
+writes a checkpoint in the format :mod:`src.core.checkpoint` reads (``src.predict``, ``src.evaluate``,
 ``src.export``, ``model.init_from``). Prints the parameter count and the sha256 of the source file. A
 missing, extra or mis-shaped layer, a truncated file or another network's caffemodel is ``error: ...``
 naming the layer.
@@ -18,7 +18,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from src.checkpoint import plain
+from src.core.checkpoint import plain
 from src.model import caffe
 from src.model.net import count_parameters
 

@@ -2,7 +2,7 @@
 to the original image's pixels.
 
 Validation while training, ``src.evaluate``, ``src.predict``, ``src.oracle`` and the benchmarks all go
-through here, so the normalisation (:func:`normalise`), the resize (:func:`resize_for_eval`), the multi-scale
+through here, so the normalisation and the eval resize (``src.core.geometry``), the multi-scale
 run (:func:`multiscale_maps`) and the mapping back (:meth:`Inference.decode`) exist once.
 
 A *model* is any callable ``normalised [B, 3, H, W] -> maps [B, 439, H/8, W/8]`` (:func:`load_model` makes
@@ -13,62 +13,23 @@ TorchScript file; :class:`NetworkModel` wraps a ``PoseNet`` being trained).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from src import checkpoint
+from src.core import checkpoint
+from src.core.geometry import STRIDE, normalise, pad_to, resize_for_eval
+from src.core.skeleton import layout_of
 from src.decoder.decode import Decoder, Person, to_image_pixels
 from src.model.fold import FoldedPoseNet
-from src.skeleton import BODY_135, layout_of
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 
-NORMALISATION = {"formula": "pixel / 256 - 0.5", "scale": 1 / 256, "offset": -0.5, "channel_order": "BGR",
-                 "layout": "NCHW float32"}
-"""The released network's input (what exported files record in their metadata)."""
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CHECKPOINT_SUFFIXES = {".ckpt", ".pth"}
 TORCHSCRIPT_SUFFIXES = {".pt", ".ts", ".torchscript"}
-
-
-def normalise(image: torch.Tensor) -> torch.Tensor:
-    """uint8 BGR ``[..., 3, H, W]`` -> float ``image / 256 - 0.5`` (the released normalisation); a float
-    image is taken as already normalised."""
-    return image.float() * NORMALISATION["scale"] + NORMALISATION["offset"] if image.dtype == torch.uint8 \
-        else image.float()
-
-
-@dataclass
-class Resized:
-    """An image resized for the network: ``image`` (padded right/bottom to a multiple of the stride),
-    ``scale`` and ``offset`` per axis (x, y) with ``orig = (input - offset) / scale``, ``input_size`` (h, w)
-    before the padding."""
-
-    image: np.ndarray
-    scale: np.ndarray
-    offset: np.ndarray
-    input_size: tuple[int, int]
-
-
-def resize_for_eval(image: np.ndarray, size: int, fit: str = "height") -> Resized:
-    """No augmentation: resize so the height (``fit='height'``, OpenPose's convention) or the longer side
-    (``'longer'``) is ``size``, then pad right/bottom with black to a multiple of the stride (cv2.resize's
-    pixel-centre mapping, so ``offset = (scale - 1) / 2``)."""
-    if fit not in ("height", "longer"):
-        raise ValueError(f"fit must be 'height' or 'longer', got {fit!r}")
-    h, w = image.shape[:2]
-    f = size / (h if fit == "height" else max(h, w))
-    nh, nw = max(1, round(h * f)), max(1, round(w * f))
-    scale = np.array([nw / w, nh / h], np.float32)
-    img = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
-    stride = BODY_135.stride
-    img = cv2.copyMakeBorder(img, 0, -nh % stride, 0, -nw % stride, cv2.BORDER_CONSTANT, value=0)
-    return Resized(img, scale, 0.5 * (scale - 1), (nh, nw))
 
 
 def multiscale_maps(model: Model, x: torch.Tensor, scales: list[float], flip: bool = False
@@ -76,12 +37,12 @@ def multiscale_maps(model: Model, x: torch.Tensor, scales: list[float], flip: bo
     """The maps of the normalised batch ``x`` at each factor of ``scales`` (image resized by ``s``, padded
     right/bottom to a multiple of the stride, so coordinates are not shifted), as float32. ``flip``: each is
     averaged with the maps of the mirrored input (:func:`unflip`)."""
-    stride = BODY_135.stride
+    stride = STRIDE
     out = []
     for s in scales:
         xs = x if s == 1 else F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
         h, w = xs.shape[-2:]
-        xs = F.pad(xs, (0, -w % stride, 0, -h % stride))
+        xs = F.pad(xs, (0, pad_to(w, stride), 0, pad_to(h, stride)))
         maps = model(xs).float()
         if flip:
             maps = unflip(maps, model(xs.flip(-1)).float())

@@ -22,11 +22,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from sharding.keypoints import from_wholebody133
+from src.core.skeleton import BODY_135
 from src.decoder.decode import Decoder
 from src.decoder.writers import wholebody_records
 from src.evaluation.evaluator import evaluate_wholebody, format_table, load_gt
 from src.inference import Inference
-from src.skeleton import BODY_135
 from src.targets import Targets
 
 ALL_GROUPS = BODY_135.labelled(list(BODY_135.groups))
@@ -77,12 +77,13 @@ def round_trip(ann: str | Path, images: str | Path, height: int | None = None, d
 def main(cfg: DictConfig) -> None:
     if not cfg.ann or not cfg.images:
         raise SystemExit("oracle: give ann=COCO_WHOLEBODY.json and images=DIR")
-    decoder = instantiate(cfg.decoder, stride=cfg.stride)
-    targets = instantiate(cfg.targets, stride=cfg.stride)
+    stride = {} if cfg.stride is None else {"stride": cfg.stride}
+    decoder = instantiate(cfg.decoder, **stride)
+    targets = instantiate(cfg.targets, **stride)
     start = time.perf_counter()
     metrics, records = round_trip(cfg.ann, cfg.images, cfg.height, decoder, targets)
     where = f"height {cfg.height}" if cfg.height else "native size"
-    print(f"oracle round trip ({where}, stride {cfg.stride}, {len(records)} people decoded, "
+    print(f"oracle round trip ({where}, stride {decoder.stride}, {len(records)} people decoded, "
           f"{time.perf_counter() - start:.1f} s)")
     print(format_table(metrics))
     out = Path(cfg.out)

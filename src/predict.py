@@ -35,8 +35,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from src import checkpoint, image_io
-from src.cli import ensure_writable, report_errors, run
+from src.core import checkpoint, image_io
+from src.core.cli import ensure_writable, report_errors, run
 from src.decoder import draw
 from src.decoder.writers import wholebody_records, write_openpose_json
 from src.inference import Inference, load_model

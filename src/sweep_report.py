@@ -1,7 +1,7 @@
 """The ablation table (paper Table 1) from a sweep directory: one row per run, and AP against latency.
 
 ``python -m src.sweep_report DIR [--out PNG]`` finds every ``run_record.json`` under DIR (written by
-:class:`src.runs.sweep_record.RunRecord` at the end of each training run), prints a Markdown table
+:class:`src.training.sweep_record.RunRecord` at the end of each training run), prints a Markdown table
 (parameters, GFLOPs at 480x480, measured latency, val AP per part) and writes ``DIR/sweep_report.png``
 (whole-body AP, and each part's AP, against latency) plus ``DIR/sweep_report.md`` holding the same table.
 Runs of the paper's Table 1 presets (``+sweep=table1``) get a second table: the paper's AP/AR/APs/ARs beside

@@ -20,7 +20,8 @@ import math
 
 import torch
 
-from src.skeleton import BODY_135, Layout, get_layout
+from src.core.geometry import STRIDE, cell_centre
+from src.core.skeleton import BODY_135, Layout, get_layout
 
 LN100 = 4.6052
 """The released truncation constant: a Gaussian is written where d^2 / 2 sigma^2 <= ln 100 (value >= 1%)."""
@@ -45,7 +46,7 @@ class Targets:
                    3.5) down-right of the limb (§9.6).
     roi_grow:      per-side growth of the person box that masks parts with visibility 3/4 (§3.4 step 3).
     background_roi_grow: per-side growth of the box inside which ``paper`` masks the absent channels.
-    layout:        the keypoint layout (``src.skeleton.Layout``, or its config name ``body135`` |
+    layout:        the keypoint layout (``src.core.skeleton.Layout``, or its config name ``body135`` |
                    ``body_foot``); its ``body`` group decides COCO-like. A subset layout (``body_foot``) takes
                    the batch's 135-point keypoints and draws its own points (``Layout.select``).
 
@@ -53,7 +54,7 @@ class Targets:
     finite (NaN, inf or beyond ``FAR`` px: not drawn); limbs need both ends drawn and A != B.
     """
 
-    def __init__(self, stride: int = 8, mask_policy: str = "paper", small_weight: float = 7.0 / 5.75,
+    def __init__(self, stride: int = STRIDE, mask_policy: str = "paper", small_weight: float = 7.0 / 5.75,
                  paf_width: float = 1.0, paf_centre: str = "aligned", roi_grow: float = 0.3,
                  background_roi_grow: float = 1.0, layout: Layout | str = BODY_135):
         if mask_policy not in ("paper", "released"):
@@ -70,7 +71,7 @@ class Targets:
         self.paf_centre = paf_centre
         self.roi_grow = float(roi_grow)
         self.background_roi_grow = float(background_roi_grow)
-        self.offset = self.stride / 2 - 0.5
+        self.offset = cell_centre(self.stride)
         """Input-pixel position of heatmap cell 0's centre (3.5 at stride 8)."""
 
     def grid_size(self, image_size: tuple[int, int]) -> tuple[int, int]:

@@ -20,10 +20,10 @@ from hydra.errors import InstantiationException  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from src import checkpoint  # noqa: E402
-from src.cli import report_errors, run  # noqa: E402
-from src.model.module import METRICS_FILE  # noqa: E402
-from src.runs.logs import ResumableCSVLogger, loss_curve  # noqa: E402
+from src.core import checkpoint  # noqa: E402
+from src.core.cli import report_errors, run  # noqa: E402
+from src.training.logs import ResumableCSVLogger, loss_curve  # noqa: E402
+from src.training.module import METRICS_FILE  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from src.skeleton import BODY_135
+from src.core.skeleton import BODY_135
 
 LN100 = 4.6052
 

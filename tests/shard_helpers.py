@@ -1,4 +1,4 @@
-"""Small shards written the way ``src/record.py`` says, for the loader tests (no real data needed).
+"""Small shards written the way ``src/core/record.py`` says, for the loader tests (no real data needed).
 
 ``write_source(root, name, split, ...)`` writes ``root/<name>/<split>/<name>-<split>-%06d.tar`` plus a
 ``manifest.json`` listing them (as the shard writer does) and, for ``val``, a minimal ``gt.json``.
@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import webdataset as wds
 
-from src.record import KEYPOINTS
-from src.skeleton import BODY_135
+from src.core.record import KEYPOINTS
+from src.core.skeleton import BODY_135
 
 
 def person(centre, height: float, groups=("body",), rng=None, points: dict | None = None) -> dict:

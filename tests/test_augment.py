@@ -18,7 +18,7 @@ from datamodules.augment import (
     crop_matrix,
     eval_sample,
 )
-from src.skeleton import BODY_135
+from src.core.skeleton import BODY_135
 
 
 def _meta(people, groups=("body",)):

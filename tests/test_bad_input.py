@@ -13,8 +13,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from src import checkpoint
-from src.checkpoint import CheckpointError
+from src.core import checkpoint
+from src.core.checkpoint import CheckpointError
 from src.evaluate import evaluate_checkpoint
 from src.export import export
 from src.predict import predict
@@ -113,7 +113,7 @@ def test_unreadable_checkpoints_are_one_line_naming_the_path(tmp_path):
                             f"out={tmp_path / 'pred'}", "progress=false"))
 
 
-# -- images: one reader (src/image_io.py) for shards, loader, predict and evaluate ------------------------
+# -- images: one reader (src/core/image_io.py) for shards, loader, predict and evaluate ---------------------
 def _photo(tmp_path: Path) -> bytes:
     rng = np.random.default_rng(0)
     image = cv2.GaussianBlur(rng.integers(0, 255, (392, 520, 3), np.uint8), (5, 5), 0)
@@ -124,7 +124,7 @@ def _photo(tmp_path: Path) -> bytes:
 def test_truncated_and_corrupt_images_are_refused_by_name(tmp_path):
     from datamodules.samples import BadSample, decode
     from sharding.people import SkipRecord, read_image
-    from src import image_io
+    from src.core import image_io
 
     data = _photo(tmp_path)
     cut = tmp_path / "cut.jpg"
@@ -153,7 +153,7 @@ def test_predict_lists_truncated_images_as_skipped(tmp_path):
     (folder / "whole.jpg").write_bytes(data)
     (folder / "cut.jpg").write_bytes(data[: len(data) * 4 // 10])
     model = tmp_path / "tiny.ckpt"
-    from src.checkpoint import build_network
+    from src.core.checkpoint import build_network
     net, cfg = build_network(compose_cfg("export", "model=tiny").model)
     torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
                 "hyper_parameters": {"net": cfg}}, model)
@@ -166,7 +166,7 @@ def test_predict_lists_truncated_images_as_skipped(tmp_path):
 
 # -- outputs checked before work; one-line errors from every entry point ------------------------------------
 def test_output_paths_are_checked_before_any_work(tmp_path):
-    from src.cli import OutputError, ensure_writable
+    from src.core.cli import OutputError, ensure_writable
 
     blocker = tmp_path / "a_file"
     blocker.write_text("x")

@@ -3,7 +3,7 @@
 import json
 import tarfile
 
-from src.bench import loader
+from bench import loader
 
 
 def test_bench_shards_are_the_writers_format_and_load(tmp_path):
@@ -22,7 +22,7 @@ def test_bench_shards_are_the_writers_format_and_load(tmp_path):
 
 
 def test_predict_bench_finds_the_crowd_and_splits_its_time():
-    from src.bench import predict
+    from bench import predict
 
     figures = predict.run(repeats=1)
     assert figures["predict_people_found"] == predict.PEOPLE
@@ -32,7 +32,7 @@ def test_predict_bench_finds_the_crowd_and_splits_its_time():
 
 def test_gpu_check_runs_its_training_measurement_on_the_cpu(tmp_path):
     """The GPU check's path (shards, a few timed training steps, the figures) on a tiny CPU setup."""
-    from src.bench import gpu_check
+    from bench import gpu_check
 
     cfg = dict(gpu_check.DEFAULTS, device="cpu", model="tiny", size=64, batch=2, steps=6, warmup=2,
                big_batch=0, workers=0, precision="32-true", images=20, tests=False, runtime=False,

@@ -14,7 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from src import checkpoint
+from src.core import checkpoint
 from src.inference import load_model
 from src.model import caffe
 from src.model.net import count_parameters

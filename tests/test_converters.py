@@ -17,8 +17,8 @@ from sharding.hands import CocoHands, HandDbRaw
 from sharding.mpii import Mpii
 from sharding.people import FACE_TO_PERSON, HAND_TO_PERSON, InputError
 from sharding.writer import build_split
-from src.record import read_meta
-from src.skeleton import BODY_135
+from src.core.record import read_meta
+from src.core.skeleton import BODY_135
 
 
 def build(conv, tmp_path, name="src", split="val"):

@@ -12,12 +12,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from src.core.skeleton import BODY_135
 from src.decoder import decode as decode_module
 from src.decoder.connections import Connections, score_connections
 from src.decoder.decode import Decoder, Person, decode, to_image_pixels
 from src.decoder.peaks import Peaks, find_peaks
 from src.decoder.writers import openpose_json, wholebody_records, write_openpose_json
-from src.skeleton import BODY_135
 from src.targets import Targets
 
 ALL = torch.ones(1, 135, dtype=torch.bool)

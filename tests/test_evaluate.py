@@ -224,7 +224,7 @@ def test_faster_engine_equals_pycocotools_on_every_fixture_case(fixtures, name):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_faster_engine_equals_pycocotools_on_seeded_crowds(seed):
-    from src.bench.evaluate import synthetic
+    from bench.evaluate import synthetic
 
     gt, preds = synthetic(images=25, people=120, seed=seed)
     assert _max_diff(evaluate_wholebody(gt, preds, engine="faster"),

@@ -12,10 +12,10 @@ import torch
 from hydra import compose, initialize
 from hydra.utils import instantiate
 
-from src.checkpoint import build_network, net_config
+from src.core.checkpoint import build_network, net_config
+from src.core.skeleton import BODY_135
 from src.export import export
 from src.inference import NetworkModel
-from src.skeleton import BODY_135
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = [[64, 96], [120, 48]]  # two shapes: the dynamic height and width are exercised

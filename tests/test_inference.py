@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from src.bench.scenes import crowd
+from bench.scenes import crowd
+from src.core.skeleton import BODY_135
 from src.decoder.draw import LIMBS, draw_people
 from src.inference import Inference, multiscale_maps, unflip
-from src.skeleton import BODY_135
 from src.targets import Targets
 
 

@@ -7,10 +7,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from src.model import solver
-from src.model.loss import StageLoss, channel_groups
+from src.core.skeleton import BODY_135
 from src.model.net import VGG19, PoseNet, StridedStem, count_parameters, load_backbone
-from src.skeleton import BODY_135
+from src.training import solver
+from src.training.loss import StageLoss, channel_groups
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 PRESETS = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if not p.stem.startswith("_"))

@@ -12,10 +12,10 @@ import torch
 from hydra import compose, initialize
 from torch import nn
 
-from src.bench.scenes import crowd
-from src.checkpoint import build_network
+from bench.scenes import crowd
+from src.core.checkpoint import build_network
+from src.core.geometry import resize_for_eval
 from src.export import export
-from src.inference import resize_for_eval
 from src.predict import predict
 from src.targets import Targets
 

@@ -152,7 +152,7 @@ def test_offline_without_cache_fails_at_model_construction_before_any_data(tmp_p
         train(cfg)
     msg = str(err.value)
     assert pretrained.IMAGENET_URL in msg and str(tmp_path / "torch") in msg
-    assert "backbone_init=FILE" in msg and "src.model.module.PoseModule" in msg
+    assert "backbone_init=FILE" in msg and "src.training.module.PoseModule" in msg
 
 
 def test_backbone_weights_still_works_as_a_deprecated_alias(tmp_path, caplog):

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 
-from src.bench import cascade, runtime
-from src.bench.scenes import crowd
+from bench import cascade, runtime
+from bench.scenes import crowd
 
 
 def test_crowd_places_every_person_inside_the_image():

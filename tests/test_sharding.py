@@ -22,7 +22,7 @@ from sharding.coco import CocoBody
 from sharding.people import InputError
 from sharding.synthetic_source import split_counts
 from sharding.writer import Settings, build_split
-from src.record import KEYPOINTS, Record, read_meta
+from src.core.record import KEYPOINTS, Record, read_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 

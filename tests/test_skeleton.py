@@ -17,7 +17,7 @@ from sharding.keypoints import (
     from_mpii16,
     from_wholebody133,
 )
-from src.skeleton import BODY_135
+from src.core.skeleton import BODY_135
 
 MIRROR = {"lhand": "rhand", "rhand": "lhand"}
 # mmpose's 61 COCO-WholeBody flip pairs in the 133 layout (coco_wholebody.md §A.2).
@@ -56,7 +56,7 @@ def test_names_and_groups():
              65: "FaceContour0", 87: "LEyeBrow4", 91: "LEyeBrow0", 133: "RPupil", 134: "LPupil"}
     assert {k: BODY_135.names[k] for k in spots} == spots
     assert [BODY_135.group_of(k) for k in (9, 44, 134)] == ["body", "lhand", "face"]
-    assert BODY_135.stride == 8 and BODY_135.num_pairs == 152
+    assert BODY_135.num_pairs == 152
 
 
 def test_names_and_pairs_equal_the_spec_tables(fixtures):
@@ -372,7 +372,7 @@ def test_body_foot_layout_is_body135s_first_25_points():
     its targets are BODY_135's at the same channels, and its maps go back into the 439 channels."""
     import torch
 
-    from src.skeleton import BODY_FOOT, get_layout, layout_of
+    from src.core.skeleton import BODY_FOOT, get_layout, layout_of
     from src.targets import Targets
 
     assert (BODY_FOOT.num_keypoints, BODY_FOOT.num_pairs, BODY_FOOT.num_channels) == (25, 35, 95)

@@ -13,13 +13,13 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from bench.scenes import crowd
 from src import sweep_report
-from src.bench.scenes import crowd
 from src.export import export
 from src.match_runtime import match, measure, scale_widths
 from src.model import cost
 from src.predict import predict
-from src.runs.sweep_record import RunRecord
+from src.training.sweep_record import RunRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = {"body": 0.5, "foot": 0.4, "face": 0.3, "lefthand": 0.2, "righthand": 0.1, "wholebody": 0.25}
@@ -187,7 +187,8 @@ def test_sweeps_compose_every_listed_model(sweep, count):
                       return_hydra_config=True)
         choices = OverridesParser.create().parse_overrides([f"model={cfg.hydra.sweeper.params.model}"])
         models = list(choices[0].sweep_iterator()) if choices[0].is_sweep_override() else [choices[0].value()]
-        assert len(models) == count and cfg.callbacks.run_record._target_ == "src.runs.sweep_record.RunRecord"
+        assert len(models) == count
+        assert cfg.callbacks.run_record._target_ == "src.training.sweep_record.RunRecord"
         for name in models:
             run = compose("train", overrides=["+experiment=deep_wholebody", f"+sweep={sweep}",
                                               f"model={name}"])

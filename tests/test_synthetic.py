@@ -8,7 +8,7 @@ import pytest
 
 from sharding.synthetic import ALL_GROUPS, KINDS, image_id, iter_records, record, render
 from sharding.synthetic_figure import _FINGER_SEGS, HAND_LEN, sample_pose
-from src.skeleton import BODY_135
+from src.core.skeleton import BODY_135
 
 PEOPLE_KINDS = ["synth_body", "synth_face", "synth_hand", "synth_wholebody"]
 

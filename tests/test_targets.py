@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from src.skeleton import BODY_135
+from src.core.skeleton import BODY_135
 from src.targets import Targets
 
 sys.path.insert(0, str(Path(__file__).parent))

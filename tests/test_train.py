@@ -16,10 +16,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
 from omegaconf import OmegaConf
 
-from src import checkpoint
+from src.core import checkpoint
 from src.evaluate import evaluate_checkpoint
-from src.model.module import NonFiniteLossError
 from src.train import train
+from src.training.module import NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -272,8 +272,8 @@ def test_each_val_source_is_scored_on_the_parts_it_labels(shards, tmp_path):
 
 
 def test_a_source_is_scored_on_the_parts_it_labels_only():
+    from src.core.skeleton import BODY_135
     from src.evaluation.validation import _labels
-    from src.skeleton import BODY_135
 
     parts = ["body", "foot", "face", "lefthand", "righthand", "wholebody", "hand"]
     scored = lambda groups: [p for p in parts if _labels(BODY_135.labelled(groups), p)]  # noqa: E731

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from src.core.skeleton import BODY_135
 from src.decoder.connections import Connections
 from src.decoder.peaks import Peaks
-from src.skeleton import BODY_135
 
 FACE = np.array(BODY_135.groups["face"])
 FOOT = np.array(BODY_135.groups["foot"])

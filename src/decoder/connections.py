@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from src.core.skeleton import BODY_135
 from src.decoder.maps import FullMaps, LazyMaps, as_maps
 from src.decoder.peaks import Peaks
-from src.skeleton import BODY_135
 
 MAX_SAMPLES = 25
 

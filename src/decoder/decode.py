@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from src.core.geometry import STRIDE
+from src.core.skeleton import BODY_135, layout_of
 from src.decoder.assemble import greedy, keep_people, merge_face_fragments, pair_scores
 from src.decoder.connections import score_connections
 from src.decoder.maps import FullMaps, LazyMaps, bicubic_matrix
 from src.decoder.peaks import find_peaks
-from src.skeleton import BODY_135, layout_of
 
 PART_POINTS: dict[str, np.ndarray] = {
     "body": np.array(BODY_135.wholebody_parts["keypoints"]),
@@ -78,7 +79,7 @@ class Decoder:
                  inter_threshold: float = 0.05, inter_min_above: float = 0.95,
                  min_parts: int = 3, min_mean_score: float = 0.4, fallback_min_parts: int = 2,
                  fallback_min_mean_score: float = 0.05, face_margins: tuple[float, float] = (0.2, 0.1),
-                 face_overlap: float = 0.3, face_overlap_few: float = 0.01, stride: int = BODY_135.stride,
+                 face_overlap: float = 0.3, face_overlap_few: float = 0.01, stride: int = STRIDE,
                  resize: str = "lazy"):
         self.peak_threshold = float(peak_threshold)
         self.max_peaks = int(max_peaks)
@@ -133,7 +134,7 @@ class Decoder:
                scales: list[float] | None = None) -> torch.Tensor:
         """Bicubic upsampling to the network input ``(H, W)`` on the maps' device, averaged over scales.
 
-        Map cell g is centred at input pixel ``stride * g + stride/2 - 0.5`` (as the targets draw it), so
+        Map cell g is centred at input pixel ``stride * g + cell_centre(stride)`` (``src.core.geometry``), so
         each map is upsampled by exactly ``stride / s`` (cropped, or zero-padded, to ``(H, W)``). ``s`` is the
         map's scale relative to ``input_size``: given in ``scales``, else its width relative to the first
         map's (1 for a single map). NaN counts as 0.

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-from src.skeleton import BODY_135, layout_of
+from src.core.skeleton import BODY_135, layout_of
 
 MIN_ALPHA = 0.35
 """Opacity of a limb whose weaker end has confidence 0; confidence 1 draws it opaque."""

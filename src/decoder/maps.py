@@ -29,6 +29,8 @@ import math
 import numpy as np
 import torch
 
+from src.core.geometry import cell_pixel, resize_source
+
 CHUNK = 1 << 18
 """Coarse values gathered per step on the CPU (1 MB of float32)."""
 
@@ -43,7 +45,7 @@ def bicubic_matrix(size: int, factor: float, out: int) -> torch.Tensor:
     """
     a = -0.75
     dst = torch.arange(out, dtype=torch.float64)
-    src = (dst + 0.5) / factor - 0.5
+    src = resize_source(dst, factor)
     first = torch.floor(src)
     t = src - first
     near = lambda d: ((a + 2) * d - (a + 3)) * d * d + 1  # noqa: E731  |d| <= 1
@@ -60,7 +62,7 @@ def bicubic_matrix(size: int, factor: float, out: int) -> torch.Tensor:
 def first_taps(factor: float, out: int) -> np.ndarray:
     """``[out]`` the first of the 4 coarse cells each output pixel reads (before clamping to the map), by the
     formula of ``bicubic_matrix``."""
-    src = (torch.arange(out, dtype=torch.float64) + 0.5) / factor - 0.5
+    src = resize_source(torch.arange(out, dtype=torch.float64), factor)
     return (torch.floor(src) - 1).long().numpy()
 
 
@@ -104,8 +106,9 @@ class FullMaps:
         return None
 
     def sampled(self, stride: int) -> torch.Tensor:
-        """The maps at every ``stride``-th pixel from ``stride // 2`` (where the coarse cells are centred)."""
-        return self.maps[:, stride // 2::stride, stride // 2::stride]
+        """The maps at every ``stride``-th pixel from ``cell_pixel(stride)`` (the coarse cells' centres)."""
+        at = cell_pixel(stride)
+        return self.maps[:, at::stride, at::stride]
 
 
 def _runs(flat: np.ndarray, length: int) -> np.ndarray:
@@ -237,7 +240,8 @@ class _Scale:
 
     def sampled(self, channels: slice, stride: int) -> torch.Tensor:
         m = torch.nan_to_num(self.coarse[channels].float(), nan=0.0, posinf=0.0, neginf=0.0)
-        rows, cols = self.rows[stride // 2::stride], self.cols[stride // 2::stride]
+        at = cell_pixel(stride)
+        rows, cols = self.rows[at::stride], self.cols[at::stride]
         return torch.matmul(rows, torch.matmul(m, cols.T))
 
 
@@ -312,7 +316,7 @@ class LazyMaps:
         return np.nan_to_num(out.cpu().numpy(), nan=np.inf)                 # NaN: no bound
 
     def sampled(self, stride: int) -> torch.Tensor:
-        """The maps at every ``stride``-th pixel from ``stride // 2`` (where the coarse cells are centred),
+        """The maps at every ``stride``-th pixel from ``cell_pixel(stride)`` (the coarse cells' centres),
         as ``FullMaps.sampled`` reads them from the full maps: rows of the same matrices."""
         out = None
         for s in self.scales:

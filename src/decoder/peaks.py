@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from src.core.geometry import STRIDE, cell_centre
 from src.decoder.maps import FullMaps, LazyMaps, as_maps
 
 
@@ -128,7 +129,7 @@ def _refine(heat: FullMaps | LazyMaps, part: np.ndarray, y: np.ndarray, x: np.nd
 
 
 def find_peaks(heatmaps: torch.Tensor | FullMaps | LazyMaps, threshold: float = 0.05, max_peaks: int = 127,
-               radius: int = 3, stride: int = 8, coarse: torch.Tensor | None = None) -> Peaks:
+               radius: int = 3, stride: int = STRIDE, coarse: torch.Tensor | None = None) -> Peaks:
     """Candidates of every part of ``heatmaps [K, H, W]`` (input resolution: a tensor, or ``FullMaps`` /
     ``LazyMaps`` that compute only the values read).
 
@@ -146,8 +147,8 @@ def find_peaks(heatmaps: torch.Tensor | FullMaps | LazyMaps, threshold: float = 
         coarse = heat.sampled(stride)
     seeds = _seeds(coarse, threshold, max_peaks)
     part = seeds[:, 0].astype(np.int64)
-    y = np.clip(np.rint(seeds[:, 1] * stride + stride / 2 - 0.5), 0, h - 1).astype(np.int64)
-    x = np.clip(np.rint(seeds[:, 2] * stride + stride / 2 - 0.5), 0, w - 1).astype(np.int64)
+    y = np.clip(np.rint(seeds[:, 1] * stride + cell_centre(stride)), 0, h - 1).astype(np.int64)
+    x = np.clip(np.rint(seeds[:, 2] * stride + cell_centre(stride)), 0, w - 1).astype(np.int64)
     y, x, value, settled = _climb(heat, part, y, x, 2 * stride)
     strict = settled & (value > threshold)
     key, first = np.unique(((part * h + y) * w + x)[strict], return_index=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from src.core.skeleton import BODY_135
 from src.decoder.decode import Person
-from src.skeleton import BODY_135
 
 FACE_70 = list(BODY_135.groups["face"])
 HAND_LEFT_21 = BODY_135.hand("left")

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from src.core.skeleton import BODY_135
 from src.decoder import draw
 from src.decoder.decode import Person
 from src.decoder.writers import wholebody_records
 from src.evaluation.evaluator import PART_FIELDS, evaluate_wholebody
-from src.skeleton import BODY_135
 
 log = logging.getLogger(__name__)
 

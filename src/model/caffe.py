@@ -290,7 +290,7 @@ def import_network(path: str | Path, net_cfg: dict) -> tuple[nn.Module, str]:
 
 
 def checkpoint_dict(net: nn.Module, model_cfg: dict, source: str | Path, sha: str) -> dict:
-    """What :mod:`src.checkpoint` reads: ``state_dict`` (``net.`` keys) and the module's
+    """What :mod:`src.core.checkpoint` reads: ``state_dict`` (``net.`` keys) and the module's
     ``hyper_parameters`` (the preset's, the network's with ``backbone_init: none``); no ``global_step``, so it
     starts runs (``model.init_from``) but does not resume them."""
     hparams = {k: v for k, v in model_cfg.items() if k != "_target_"}

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from src import checkpoint
+from src.core import checkpoint
 from src.model import pretrained
 
 log = logging.getLogger(__name__)

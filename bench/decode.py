@@ -10,7 +10,7 @@ high-water mark that one such decode adds, measured in a fresh subprocess (``VmH
 ``/proc/self/clear_refs`` just before the call; counts numpy and torch allocations alike);
 ``decode_full_peak_mb_10_people`` the same for ``resize: full``.
 Each time is the fastest of several runs (the least disturbed by other work on a shared machine).
-``python -m src.bench.decode`` prints one JSON line; ``run()`` returns the dict.
+``python -m bench.decode`` prints one JSON line; ``run()`` returns the dict.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import time
 
 import torch
 
-from src.bench.scenes import crowd
+from bench.scenes import crowd
+from src.core.skeleton import BODY_135
 from src.decoder.decode import Decoder
-from src.skeleton import BODY_135
 from src.targets import Targets
 
 PEOPLE, SIZE = 10, (480, 640)
@@ -68,7 +68,7 @@ def peak_mb(resize: str) -> float | None:
 
 
 def _peak_in_subprocess(resize: str) -> float | None:
-    code = f"import json; from src.bench.decode import peak_mb; print(json.dumps(peak_mb({resize!r})))"
+    code = f"import json; from bench.decode import peak_mb; print(json.dumps(peak_mb({resize!r})))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from sharding.synthetic_figure import Canvas, draw, place, sample_pose
-from src.skeleton import BODY_135
+from src.core.skeleton import BODY_135
 
 FILL = 0.8
 """A figure's height as a fraction of its cell's (sample_pose spans about -0.6 .. 0.5 of the height)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from src.skeleton import BODY_135, LAYOUTS
+from src.core.skeleton import BODY_135, LAYOUTS
 
 LOG_GROUPS = {"body": "body", "mpii": "body", "foot": "foot", "lhand": "hands", "rhand": "hands",
               "face": "face"}

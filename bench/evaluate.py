@@ -6,7 +6,7 @@ part-scaled Gaussian, some people missed, some false detections), all six parts 
 ``eval_s_2000_images_pycocotools``: the same on pycocotools' COCOeval (the reference engine);
 ``eval_s_2000_images_xtcocotools``: the official protocol on xtcocotools (mmpose's six ``keypoints_<part>``
 runs, ``use_area``), when it is installed (else null). Wall seconds of one run each, GT dict and prediction
-list in memory. ``python -m src.bench.evaluate`` prints one JSON line; ``run()`` returns the dict.
+list in memory. ``python -m bench.evaluate`` prints one JSON line; ``run()`` returns the dict.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The GPU check in one command (``make gpu-check``): what to measure before spending GPU-days.
 
-``python -m src.bench.gpu_check [device=cuda] [steps=300] ...`` (``key=value`` overrides of ``DEFAULTS``):
+``python -m bench.gpu_check [device=cuda] [steps=300] ...`` (``key=value`` overrides of ``DEFAULTS``):
 
 1. the CUDA-equals-CPU tests (targets, lazy decoder, packed targets, half-precision inference) via pytest;
 2. ``deep_wholebody`` trained on synthetic 480x480 shards at batch 10, bf16, for ``steps`` steps: images/s,
@@ -8,7 +8,7 @@
    bf16 FLOP/s), peak GPU memory, and the data wait per step (time from one step's end to the next step's
    start, which is when the loader has not kept up) as a share of the step;
 3. the same at ``big_batch`` for ``big_steps`` steps (a larger batch that fits);
-4. runtime against people (``src.bench.runtime`` on the device at 480x480);
+4. runtime against people (``bench.runtime`` on the device at 480x480);
 5. batch-1 latency at 480x480 of every model preset (the sweep's networks).
 
 Everything runs from this repository alone: the shards are synthetic, every network starts from random
@@ -31,10 +31,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 
-from src.bench.__main__ import machine
+from bench.__main__ import machine
 from src.model import cost
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 DEFAULTS = {"device": "cuda", "model": "deep_wholebody", "size": 480, "batch": 10, "steps": 300, "warmup": 30,
             "big_batch": 20, "big_steps": 60, "workers": 12, "precision": "bf16-mixed", "images": 1200,
@@ -147,7 +147,7 @@ def check(cfg: dict) -> dict:
             figures["train_big_batch"] = train_throughput(shards, Path(tmp) / "run_big", cfg,
                                                           cfg["big_batch"], cfg["big_steps"])
     if cfg["runtime"]:
-        from src.bench import runtime
+        from bench import runtime
 
         size = f"[{cfg['size']},{cfg['size']}]"
         figures["runtime"] = runtime.run([f"device={cfg['device']}", f"image_size={size}",

@@ -5,7 +5,7 @@ The weights are random, so the network's own maps hold nobody; the decode step t
 ground-truth maps of the same image (what a trained network would hand it), through the same
 ``Inference.decode`` that ``predict`` calls. Writing is the OpenPose JSON and the overlay PNG of the image.
 ``predict_ms_per_image`` is their sum; each part is the fastest of several runs.
-``python -m src.bench.predict`` prints one JSON line; ``run()`` returns the dict.
+``python -m bench.predict`` prints one JSON line; ``run()`` returns the dict.
 """
 
 from __future__ import annotations
@@ -18,17 +18,18 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from src.bench.decode import best_ms
-from src.bench.scenes import crowd
+from bench.decode import best_ms
+from bench.scenes import crowd
+from src.core.geometry import resize_for_eval
+from src.core.skeleton import BODY_135
 from src.decoder.decode import Decoder
-from src.inference import Inference, resize_for_eval
+from src.inference import Inference
 from src.model.fold import FoldedPoseNet
 from src.predict import write_image_outputs
-from src.skeleton import BODY_135
 from src.targets import Targets
 
 PEOPLE, SIZE = 10, (480, 640)
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def run(repeats: int = 5) -> dict:

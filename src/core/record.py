@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from src.skeleton import BODY_135
+from src.core.skeleton import BODY_135
 
 KEYPOINTS = "keypoints.npy"
 
@@ -26,8 +26,8 @@ KEYPOINTS = "keypoints.npy"
 @dataclass
 class Record:
     """``meta`` holds: ``image_id`` (int), ``file_name``, ``width``, ``height``, ``source``, ``groups`` (the
-    BODY_135 groups the source labels, see ``src.skeleton.BODY_135.groups``) and ``people``: a list of
-    ``{"id", "keypoints" (135 x [x, y, v], v the codes of src.skeleton), "bbox" [x, y, w, h], "area",
+    BODY_135 groups the source labels, see ``src.core.skeleton.BODY_135.groups``) and ``people``: a list of
+    ``{"id", "keypoints" (135 x [x, y, v], v the codes of src.core.skeleton), "bbox" [x, y, w, h], "area",
     "center" [x, y], "scale" (estimated full-person height in px; augmentation resizes it to 288*m)}``."""
 
     key: str

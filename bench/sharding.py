@@ -6,7 +6,7 @@ wall clock and per CPU-second of this process (the steadier figure on a shared m
   ignore mask, tar write, sha256.
 * The synthetic world: ``synth_*`` kinds in the default mix at the default size (256), rendering included.
 
-``python -m src.bench.sharding`` prints one JSON line; ``run()`` returns the dict for ``python -m src.bench``.
+``python -m bench.sharding`` prints one JSON line; ``run()`` returns the dict for ``python -m bench``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The one checkpoint reader: every file of weights the project is given is opened here.
 
-A file is a Lightning checkpoint of :class:`src.model.module.PoseModule` (``state_dict`` with ``net.`` keys,
-``hyper_parameters.net`` = the network's Hydra node, ``global_step``) or a plain state dict of the network or
-of a backbone. Tensor names are read relative to an anchor (``backbone.`` for a whole network, ``features.``
-for a VGG backbone), so any prefix before it (``net.``, ``model.``, ``module.``) is dropped.
+A file is a Lightning checkpoint of :class:`src.training.module.PoseModule` (``state_dict`` with ``net.``
+keys, ``hyper_parameters.net`` = the network's Hydra node, ``global_step``) or a plain state dict of the
+network or of a backbone. Tensor names are read relative to an anchor (``backbone.`` for a whole network,
+``features.`` for a VGG backbone), so any prefix before it (``net.``, ``model.``, ``module.``) is dropped.
 
 Files are read with ``torch.load(weights_only=True)``: tensors and plain values only, so a checkpoint from
 elsewhere cannot run code while it is read. One that needs more (pickled classes or functions) is refused

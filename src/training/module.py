@@ -18,12 +18,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from src import checkpoint
+from src.core import checkpoint
+from src.core.geometry import normalise
 from src.decoder.decode import Decoder
 from src.evaluation.validation import ValidationCollector
-from src.inference import Inference, NetworkModel, normalise
-from src.model import solver
-from src.model.loss import StageLoss
+from src.inference import Inference, NetworkModel
+from src.training import solver
+from src.training.loss import StageLoss
 
 log = logging.getLogger(__name__)
 

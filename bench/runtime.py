@@ -1,12 +1,12 @@
 """Runtime against the number of people (the paper's Fig. 4): one whole-body network vs a per-person cascade.
 
-``python -m src.bench.runtime [device=cuda] [image_size=[480,480]] ...`` (``make bench-runtime``), config
-``conf/bench_runtime.yaml``. For each crowd size n (synthetic images from :mod:`src.bench.scenes`):
+``python -m bench.runtime [device=cuda] [image_size=[480,480]] ...`` (``make bench-runtime``), config
+``conf/bench_runtime.yaml``. For each crowd size n (synthetic images from :mod:`bench.scenes`):
 
 - **single**: the whole-body network's forward pass on the image, then the decoder. The weights are random, so
   the network's own output holds nobody; the decoder therefore runs on the ground-truth maps of the same image
   (rendered by :class:`src.targets.Targets`), which is what a trained network would hand it.
-- **cascade** (OpenPose ``--face --hand``, :mod:`src.bench.cascade`): a BODY_25-like body network (25
+- **cascade** (OpenPose ``--face --hand``, :mod:`bench.cascade`): a BODY_25-like body network (25
   keypoints, 34 pairs), the decoder on the body-only ground-truth maps, then one face crop and two hand crops
   per decoded person, each through its own crop network, one after another.
 
@@ -31,13 +31,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src.bench.__main__ import machine
-from src.bench.cascade import Cascade, CropNet
-from src.bench.scenes import crowd
+from bench.__main__ import machine
+from bench.cascade import Cascade, CropNet
+from bench.scenes import crowd
+from src.core.geometry import normalise
+from src.core.skeleton import BODY_135
 from src.decoder.decode import Decoder
-from src.inference import normalise
 from src.model import cost
-from src.skeleton import BODY_135
 from src.targets import Targets
 
 matplotlib.use("Agg")
@@ -180,13 +180,13 @@ def bench(cfg: DictConfig) -> dict:
 
 
 def run(overrides: list[str] | None = None) -> dict:
-    """``src.bench`` aggregator entry point."""
-    with hydra.initialize(version_base="1.3", config_path="../../conf"):
+    """``bench`` aggregator entry point."""
+    with hydra.initialize(version_base="1.3", config_path="../conf"):
         cfg = hydra.compose("bench_runtime", overrides=overrides or [])
     return bench(cfg)
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="bench_runtime")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="bench_runtime")
 def main(cfg: DictConfig) -> None:
     print(json.dumps(bench(cfg)))
 

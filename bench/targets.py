@@ -2,7 +2,7 @@
 labelled, on ONE CPU thread, beside the floor set by writing the outputs (their bytes / a memcpy speed
 measured in the same run).
 
-``python -m src.bench.targets`` prints one JSON line; ``run()`` returns the dict for ``python -m src.bench``.
+``python -m bench.targets`` prints one JSON line; ``run()`` returns the dict for ``python -m bench``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 import torch
 
 from datamodules.streams import keep_freed_memory
-from src.skeleton import BODY_135
+from src.core.skeleton import BODY_135
 from src.targets import Targets
 
 BATCH, PEOPLE, SIZE = 10, 3, 480
@@ -122,7 +122,7 @@ def run(repeats: int = 15) -> dict:
     ``datamodules.streams.keep_freed_memory`` sets up every worker), plus
     ``targets_fresh_pages_ms_per_sample`` measured here, where each call's two 63 MB outputs fault in new
     4 KB pages (the difference is the kernel's page-fault cost, not the targets' work)."""
-    worker = subprocess.run([sys.executable, "-m", "src.bench.targets", "--as-worker", str(repeats)],
+    worker = subprocess.run([sys.executable, "-m", "bench.targets", "--as-worker", str(repeats)],
                             capture_output=True, text=True, check=True)
     out = json.loads(worker.stdout.strip().splitlines()[-1])
     here = measure(repeats, mixed=False)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.inference import normalise
+from src.core.geometry import normalise
 from src.model.net import VGG19, Stage, StridedStem
 
 NOSE, LEYE, REYE, LEAR, REAR, LSHOULDER, RSHOULDER, LELBOW, RELBOW, LWRIST, RWRIST = range(11)

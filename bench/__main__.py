@@ -1,6 +1,6 @@
 """`make bench`: run every area's benchmark and print one final JSON line of figures.
 
-Each ``src/bench/<area>.py`` exposes ``run() -> dict``; they run one after another in this process so the
+Each ``bench/<area>.py`` exposes ``run() -> dict``; they run one after another in this process so the
 figures come from the same machine state. The machine (CPU model, cores, torch version) is part of the line.
 """
 
@@ -32,7 +32,7 @@ def main(areas: list[str]) -> None:
     figures: dict = {"machine": machine()}
     for area in areas:
         print(f"== bench {area}", file=sys.stderr, flush=True)
-        figures.update(importlib.import_module(f"src.bench.{area}").run())
+        figures.update(importlib.import_module(f"bench.{area}").run())
     print(json.dumps(figures))
 
 

@@ -12,7 +12,7 @@ as ``loader_targets_unpack_ms_per_sample`` (on a GPU run the datamodule's ``on_a
 unpacks them there). The ``*_compute_*`` figures iterate the same stream in this process (the work without
 the hand-off).
 
-``python -m src.bench.loader`` prints one JSON line; ``run()`` returns the dict for ``python -m src.bench``.
+``python -m bench.loader`` prints one JSON line; ``run()`` returns the dict for ``python -m bench``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from sharding.keypoints import from_coco23
 from sharding.people import ignore_png
 from sharding.source import Plan, Source
 from sharding.writer import Settings, build_split
-from src.record import Record
+from src.core.record import Record
 
 CROP, BATCH, IMAGES, SHARDS = 480, 10, 96, 4
 

@@ -46,7 +46,6 @@ class Layout:
     sigmas:          Gaussian sigma per keypoint in input pixels.
     wholebody_parts: COCO-WholeBody field -> the indices it is read from (in that field's order).
     limbs:           part -> the lines a skeleton drawing joins, by name (anatomical chains, not PAF pairs).
-    stride:          input pixels per output cell.
     source_index:    for a layout that is a subset of BODY_135 (``BODY_FOOT``): the BODY_135 index of each of
                      its points. Shards and batches keep 135-point keypoints; ``select`` picks this layout's
                      points (targets) and ``to_body135`` places its maps into the 439 BODY_135 channels
@@ -63,7 +62,6 @@ class Layout:
     sigmas: tuple[float, ...]
     wholebody_parts: dict[str, tuple[int, ...]] = field(default_factory=dict)
     limbs: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
-    stride: int = 8
     source_index: tuple[int, ...] | None = None
 
     def __post_init__(self):
@@ -357,7 +355,6 @@ BODY_135 = Layout(
         "righthand_kpts": (*_at("RWrist"), *_GROUPS["rhand"]),
     },
     limbs=_LIMBS,
-    stride=8,
 )
 """The OpenPose whole-body layout: 135 keypoints, 152 PAF pairs, 439 output channels."""
 
@@ -378,7 +375,6 @@ BODY_FOOT = Layout(
     sigmas=tuple(BODY_135.sigmas[i] for i in _BF),
     wholebody_parts={"keypoints": tuple(_GROUPS["body"]), "foot_kpts": tuple(_GROUPS["foot"])},
     limbs={g: _LIMBS[g] for g in ("body", "mpii", "foot")},
-    stride=8,
     source_index=tuple(_BF),
 )
 """Body and feet: 25 keypoints (BODY_135's first 25), 35 PAF pairs, 95 output channels."""
