@@ -6,6 +6,8 @@ EXP     ?= smoke
 FIXTURES ?= ../shared/fixtures
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_ERROR_REPORTING := false
+# A fresh clone needs nothing but make: the targets that run the project build ./.venv first when it is missing.
+VENV    := $(if $(filter .venv/bin/python,$(PY)),.venv/.installed)
 
 .PHONY: help install test test-full lint shards train overfit-real bench bench-runtime gpu-check clean
 
@@ -21,33 +23,37 @@ install:  ## create ./.venv and install the project (CPU torch 2.13.0 first when
 		$(PIP) install -q torch==2.13.0; \
 	fi
 	$(PIP) install -q -e '.[dev]'
+	@touch .venv/.installed
 
-test:  ## the fast suite (about the time stated in README.md)
+.venv/.installed:
+	$(MAKE) install
+
+test: $(VENV) ## the fast suite (about 5 minutes on 2 cores)
 	$(PY) -m pytest -q -m "not slow"
 
-test-full:  ## everything, including the slow end-to-end runs
+test-full: $(VENV) ## everything, including the slow end-to-end runs
 	$(PY) -m pytest -q
 
-lint:  ## ruff
+lint: $(VENV) ## ruff
 	$(PY) -m ruff check src datamodules sharding bench tests
 
-bench:  ## targets, decoder, sharding and loader speed; ends with one JSON line (see BENCHMARKS.md)
+bench: $(VENV) ## targets, decoder, sharding and loader speed; ends with one JSON line (see docs/speed.md)
 	$(PY) -m bench
 
-bench-runtime:  ## runtime vs people (paper Fig. 4): single network vs per-person cascade, CPU (device=cuda on a GPU)
+bench-runtime: $(VENV) ## runtime vs people (paper Fig. 4): single network vs per-person cascade, CPU (device=cuda on a GPU)
 	$(PY) -m bench.runtime $(ARGS)
 
-gpu-check:  ## on a GPU machine (<= 8 min, no network): CUDA tests, training img/s, MFU, memory, data wait; one JSON line
+gpu-check: $(VENV) ## on a GPU machine (<= 8 min, no network): CUDA tests, training img/s, MFU, memory, data wait; one JSON line
 	$(PY) -m bench.gpu_check $(ARGS)
 
-shards:  ## build the WebDataset shards into $(SHARDS) (synthetic world by default; conf/shards.yaml)
+shards: $(VENV) ## build the WebDataset shards into $(SHARDS) (synthetic world by default; conf/shards.yaml)
 	$(PY) -m sharding out_dir=$(SHARDS)
 
-train:  ## the main job: synthetic shards if missing, train EXP (smoke: CPU) -> logs/EXP/last_metrics.json
+train: $(VENV) ## the main job: synthetic shards if missing, train EXP (smoke: CPU) -> logs/EXP/last_metrics.json
 	@test -f $(SHARDS)/synth_wholebody/val/gt.json || $(PY) -m sharding out_dir=$(SHARDS)
 	$(PY) -m src.train +experiment=$(EXP) data.root=$(SHARDS) $(ARGS)
 
-overfit-real:  ## memorise 4 real COCO-WholeBody images (needs $(FIXTURES)) -> logs/overfit_real/last_metrics.json
+overfit-real: $(VENV) ## memorise 4 real COCO-WholeBody images (needs $(FIXTURES)) -> logs/overfit_real/last_metrics.json
 	@test -f $(FIXTURES)/coco/test_coco_wholebody.json || \
 		{ echo "overfit-real needs $(FIXTURES)/coco/test_coco_wholebody.json (the shared fixtures)"; exit 2; }
 	$(PY) -m sharding out_dir=data/overfit_real only=[coco_wholebody] \
