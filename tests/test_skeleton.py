@@ -17,7 +17,7 @@ from sharding.keypoints import (
     from_mpii16,
     from_wholebody133,
 )
-from src.core.skeleton import BODY_135
+from src.core.skeleton import BODY_135, BODY_FOOT, Layout
 
 MIRROR = {"lhand": "rhand", "rhand": "lhand"}
 # mmpose's 61 COCO-WholeBody flip pairs in the 133 layout (coco_wholebody.md §A.2).
@@ -396,3 +396,45 @@ def test_body_foot_layout_is_body135s_first_25_points():
     back = BODY_FOOT.to_body135(sub[0][0])
     assert back.shape == (439, 8, 8) and torch.equal(back[channels], sub[0][0])
     assert back[25:135].abs().sum() == 0
+
+
+# -- a layout is data ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("layout", [BODY_135, BODY_FOOT], ids=lambda lay: lay.name)
+def test_builtin_layouts_round_trip_through_yaml(layout, tmp_path):
+    path = tmp_path / "layout.yaml"
+    layout.save(path)
+    back = Layout.load(path)
+    assert back == layout and back is not layout and back.digest == layout.digest
+    assert back.flip_channels[0].tolist() == layout.flip_channels[0].tolist()
+    assert back.parts == layout.parts and back.groups == layout.groups
+
+
+def test_a_changed_layout_is_not_equal():
+    data = BODY_FOOT.to_dict()
+    data["sigmas"] = [s + 1 for s in data["sigmas"]]
+    assert Layout.from_dict(data) != BODY_FOOT and Layout.from_dict(data).digest != BODY_FOOT.digest
+
+
+def test_a_small_layout_takes_its_defaults():
+    lay = Layout.from_dict({"name": "tri", "keypoints": ["a", "b", "c"], "pairs": [["a", "b"], ["b", "c"]],
+                            "sigmas": [7.0] * 3})
+    assert lay.groups == {"keypoints": range(3)} and lay.parts == {"keypoints": (0, 1, 2)}
+    assert lay.limbs == {"keypoints": (("a", "b"), ("b", "c"))} and lay.num_channels == 3 + 4
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"keypoints": ["a", "b"], "pairs": [["a", "b"]], "sigmas": [1, 1]}, "'name' is missing"),
+    ({"name": "x", "keypoints": ["a", "b"], "pairs": [["a", "z"]], "sigmas": [1, 1]}, "pairs names 'z'"),
+    ({"name": "x", "keypoints": ["a", "b"], "pairs": [["a", "b"]], "sigmas": [1, 1], "colour": 1},
+     "unknown key(s) ['colour']"),
+    ({"name": "x", "keypoints": ["a", "b"], "pairs": [["a", "b"]], "sigmas": [1, 1], "oks_sigmas": [1]},
+     "oks_sigmas has 1 values for 2 keypoints"),
+])
+def test_a_bad_layout_is_refused_by_key(data, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Layout.from_dict(data)
+
+
+def test_a_missing_layout_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no file at"):
+        Layout.of(str(tmp_path / "nope.yaml"))

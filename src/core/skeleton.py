@@ -26,8 +26,11 @@ not evidence of "no face here", so it is masked around its person instead.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
@@ -36,20 +39,29 @@ import numpy as np
 class Layout:
     """A keypoint layout and the network output built on it: K heatmaps, then 2 channels per PAF pair.
 
+    A layout is data: :meth:`to_dict` / :meth:`from_dict` (and :meth:`save` / :meth:`load` for YAML files,
+    ``conf/layout/*.yaml``) carry every field by keypoint name, and two layouts are equal when their data is.
+
     name:            e.g. ``"BODY_135"``.
     names:           the K keypoint names, in channel order.
-    groups:          group name -> contiguous index range; the ranges partition 0..K-1 in order.
+    groups:          group name -> contiguous index range; the ranges partition 0..K-1 in order (what a
+                     source labels). Default: one group ``keypoints`` holding every point.
     group_extras:    group -> names of points outside it that a source labelling the group also labels.
     pairs:           PAF pairs ``(a, b)`` in channel order: pair k -> channels K+2k (x), K+2k+1 (y).
     flip:            left/right pairs of names swapped by a horizontal mirror (the rest map onto themselves).
     group_flip:      group -> its mirror group (groups not listed map onto themselves).
-    sigmas:          Gaussian sigma per keypoint in input pixels.
-    wholebody_parts: COCO-WholeBody field -> the indices it is read from (in that field's order).
-    limbs:           part -> the lines a skeleton drawing joins, by name (anatomical chains, not PAF pairs).
+    sigmas:          the training Gaussian's sigma per keypoint, in input pixels.
+    oks_sigmas:      the evaluator's OKS sigma per keypoint (COCO's meaning); None for the BODY_135 family,
+                     scored with COCO-WholeBody's own sigmas through ``wholebody_parts``.
+    parts:           part name -> the indices scored together (per-part AP and person part scores).
+                     Default: one part ``keypoints`` holding every point.
+    wholebody_parts: COCO-WholeBody field -> the indices it is read from (in that field's order); only the
+                     BODY_135 family has it.
+    limbs:           part -> the lines a skeleton drawing joins, by name. Default: the PAF pairs.
+    joint_weights:   optional loss weight per keypoint (its heatmap channel); None: 1 everywhere.
     source_index:    for a layout that is a subset of BODY_135 (``BODY_FOOT``): the BODY_135 index of each of
-                     its points. Shards and batches keep 135-point keypoints; ``select`` picks this layout's
-                     points (targets) and ``to_body135`` places its maps into the 439 BODY_135 channels
-                     (decoder, writers and evaluator then run unchanged). ``None``: BODY_135 itself.
+                     its points. Its shards and batches keep 135-point keypoints; ``select`` picks this
+                     layout's points (targets). ``None``: the layout's own shards hold its K points.
     """
 
     name: str
@@ -60,22 +72,160 @@ class Layout:
     flip: tuple[tuple[str, str], ...]
     group_flip: dict[str, str]
     sigmas: tuple[float, ...]
+    oks_sigmas: tuple[float, ...] | None = None
+    parts: dict[str, tuple[int, ...]] = field(default_factory=dict)
     wholebody_parts: dict[str, tuple[int, ...]] = field(default_factory=dict)
     limbs: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    joint_weights: tuple[float, ...] | None = None
     source_index: tuple[int, ...] | None = None
 
     def __post_init__(self):
         k = len(self.names)
         if len(set(self.names)) != k or len(self.sigmas) != k:
             raise ValueError(f"{self.name}: names must be unique and one sigma per name")
+        for what in ("oks_sigmas", "joint_weights"):
+            values = getattr(self, what)
+            if values is not None and len(values) != k:
+                raise ValueError(f"{self.name}: {what} has {len(values)} values for {k} keypoints")
+        if not self.groups:
+            object.__setattr__(self, "groups", {"keypoints": range(k)})
+        if not self.parts:
+            object.__setattr__(self, "parts", {"keypoints": tuple(range(k))})
+        if not self.limbs:
+            object.__setattr__(self, "limbs", {"keypoints": tuple((self.names[a], self.names[b])
+                                                                  for a, b in self.pairs)})
         if [i for r in self.groups.values() for i in r] != list(range(k)):
             raise ValueError(f"{self.name}: groups must partition 0..{k - 1} in order")
         if not all(0 <= a < k and 0 <= b < k and a != b for a, b in self.pairs):
             raise ValueError(f"{self.name}: a PAF pair is out of range or joins a point to itself")
+        if not all(0 <= i < k for idx in self.parts.values() for i in idx):
+            raise ValueError(f"{self.name}: a part holds an index outside 0..{k - 1}")
         for a, b in self.flip:  # unknown names raise here
             self.index(a), self.index(b)
         for extras in self.group_extras.values():
             self.indices(extras)
+        for limbs in self.limbs.values():
+            for a, b in limbs:
+                self.index(a), self.index(b)
+
+    # -- as data ---------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """Plain data by name (what a layout file, a checkpoint and an exported file hold)."""
+        named = lambda idx: [self.names[i] for i in idx]  # noqa: E731
+        out = {
+            "name": self.name,
+            "keypoints": list(self.names),
+            "pairs": [named(p) for p in self.pairs],
+            "flip": [list(p) for p in self.flip],
+            "sigmas": [float(x) for x in self.sigmas],
+            "oks_sigmas": None if self.oks_sigmas is None else [float(x) for x in self.oks_sigmas],
+            "parts": {n: named(idx) for n, idx in self.parts.items()},
+            "groups": {n: named(r) for n, r in self.groups.items()},
+            "group_extras": {n: list(v) for n, v in self.group_extras.items()},
+            "group_flip": dict(self.group_flip),
+            "wholebody_parts": {n: named(idx) for n, idx in self.wholebody_parts.items()},
+            "limbs": {n: [list(p) for p in v] for n, v in self.limbs.items()},
+            "joint_weights": None if self.joint_weights is None else [float(x) for x in self.joint_weights],
+            "source_index": None if self.source_index is None else list(self.source_index),
+        }
+        return out
+
+    @classmethod
+    def from_dict(cls, data, where: str = "layout") -> Layout:
+        """The layout of :meth:`to_dict`'s data (a dict or an OmegaConf node); missing optional keys take
+        their defaults. Errors name ``where`` and the key."""
+        data = _plain(data)
+        unknown = set(data) - set(_FIELDS)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; a layout holds {list(_FIELDS)}")
+        for key in ("name", "keypoints", "pairs", "sigmas"):
+            if data.get(key) is None:
+                raise ValueError(f"{where}: {key!r} is missing")
+        names = [str(n) for n in data["keypoints"]]
+        at = {n: i for i, n in enumerate(names)}
+
+        def index(name, what):
+            if name not in at:
+                raise ValueError(f"{where}: {what} names {name!r}, which is not one of its keypoints")
+            return at[name]
+
+        def indices(values, what):
+            return tuple(index(n, what) for n in values)
+
+        def contiguous(values, what):
+            idx = indices(values, what)
+            if list(idx) != list(range(idx[0], idx[0] + len(idx))) if idx else False:
+                raise ValueError(f"{where}: group {what} must be consecutive keypoints in channel order")
+            return range(idx[0], idx[-1] + 1) if idx else range(0)
+
+        def optional(key):
+            return None if data.get(key) is None else tuple(float(x) for x in data[key])
+
+        return cls(
+            name=str(data["name"]),
+            names=tuple(names),
+            groups={g: contiguous(v, f"groups.{g}") for g, v in (data.get("groups") or {}).items()},
+            group_extras={g: tuple(v) for g, v in (data.get("group_extras") or {}).items()},
+            pairs=tuple(indices(p, "pairs") for p in data["pairs"]),
+            flip=tuple((str(a), str(b)) for a, b in (data.get("flip") or [])),
+            group_flip=dict(data.get("group_flip") or {}),
+            sigmas=tuple(float(x) for x in data["sigmas"]),
+            oks_sigmas=optional("oks_sigmas"),
+            parts={n: indices(v, f"parts.{n}") for n, v in (data.get("parts") or {}).items()},
+            wholebody_parts={n: indices(v, f"wholebody_parts.{n}")
+                             for n, v in (data.get("wholebody_parts") or {}).items()},
+            limbs={n: tuple((str(a), str(b)) for a, b in v) for n, v in (data.get("limbs") or {}).items()},
+            joint_weights=optional("joint_weights"),
+            source_index=None if data.get("source_index") is None else tuple(int(i) for i in
+                                                                              data["source_index"]),
+        )
+
+    def save(self, path) -> None:
+        """Write the layout as a YAML file (lists of names and numbers, one pair per line)."""
+        import yaml
+
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, width=110,
+                                             default_flow_style=None))
+
+    @classmethod
+    def load(cls, path) -> Layout:
+        """A layout YAML file (``conf/layout/*.yaml`` or one ``python -m src.layout`` wrote)."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"layout: no file at {path}")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"layout {path}: not YAML ({str(err).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"layout {path}: expected a mapping of layout keys")
+        return cls.from_dict(data, where=f"layout {path}")
+
+    @classmethod
+    def of(cls, layout) -> Layout:
+        """A ``Layout`` from what a config or a file holds: a Layout, its data (dict / OmegaConf node), a
+        built-in's name (``body135`` | ``body_foot``) or a YAML file's path."""
+        if isinstance(layout, Layout):
+            return layout
+        if isinstance(layout, str):
+            return LAYOUTS[layout.lower()] if layout.lower() in LAYOUTS else cls.load(layout)
+        if layout is None:
+            raise ValueError("layout: none given (a layout name, file or its data)")
+        return cls.from_dict(layout)
+
+    @cached_property
+    def digest(self) -> str:
+        """A content hash of the data (16 hex digits): what a manifest records to compare layouts."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Layout) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
 
     # -- sizes ---------------------------------------------------------------------------------------------
     @property
@@ -338,6 +488,15 @@ def _at(*names: str) -> tuple[int, ...]:
     return tuple(_NAMES.index(n) for n in names)
 
 
+# -- the COCO-WholeBody parts, scored one by one (per-part AP, person part scores) ---------------------------
+_PARTS = {
+    "body": tuple(_GROUPS["body"]),
+    "foot": tuple(_GROUPS["foot"]),
+    "face": tuple(_GROUPS["face"])[:68],  # the iBUG 68, without the pupils
+    "lefthand": (*_at("LWrist"), *_GROUPS["lhand"]),
+    "righthand": (*_at("RWrist"), *_GROUPS["rhand"]),
+}
+
 BODY_135 = Layout(
     name="BODY_135",
     names=tuple(_NAMES),
@@ -347,12 +506,13 @@ BODY_135 = Layout(
     flip=tuple(_BODY_FLIP + _HAND_FLIP + _FACE_FLIP),
     group_flip={"lhand": "rhand", "rhand": "lhand"},
     sigmas=tuple(_SIGMA_BODY if k < _GROUPS["foot"].stop else _SIGMA_SMALL for k in range(len(_NAMES))),
+    parts=_PARTS,
     wholebody_parts={  # COCO-WholeBody field -> the BODY_135 indices it is read from (in that field's order)
-        "keypoints": tuple(_GROUPS["body"]),
-        "foot_kpts": tuple(_GROUPS["foot"]),
-        "face_kpts": tuple(_GROUPS["face"])[:68],  # the iBUG 68, without the pupils
-        "lefthand_kpts": (*_at("LWrist"), *_GROUPS["lhand"]),
-        "righthand_kpts": (*_at("RWrist"), *_GROUPS["rhand"]),
+        "keypoints": _PARTS["body"],
+        "foot_kpts": _PARTS["foot"],
+        "face_kpts": _PARTS["face"],
+        "lefthand_kpts": _PARTS["lefthand"],
+        "righthand_kpts": _PARTS["righthand"],
     },
     limbs=_LIMBS,
 )
@@ -373,13 +533,27 @@ BODY_FOOT = Layout(
     flip=tuple(_BODY_FLIP),
     group_flip={},
     sigmas=tuple(BODY_135.sigmas[i] for i in _BF),
-    wholebody_parts={"keypoints": tuple(_GROUPS["body"]), "foot_kpts": tuple(_GROUPS["foot"])},
+    parts={"body": _PARTS["body"], "foot": _PARTS["foot"]},
+    wholebody_parts={"keypoints": _PARTS["body"], "foot_kpts": _PARTS["foot"]},
     limbs={g: _LIMBS[g] for g in ("body", "mpii", "foot")},
     source_index=tuple(_BF),
 )
 """Body and feet: 25 keypoints (BODY_135's first 25), 35 PAF pairs, 95 output channels."""
 
-LAYOUTS = {"body135": BODY_135, "body_foot": BODY_FOOT}
+LAYOUTS = {"body135": BODY_135, "body_135": BODY_135, "body_foot": BODY_FOOT}
+"""The built-in layouts by name (any case); ``conf/layout/{body135,body_foot}.yaml`` hold the same data."""
+
+_FIELDS = ("name", "keypoints", "pairs", "flip", "sigmas", "oks_sigmas", "parts", "groups", "group_extras",
+           "group_flip", "wholebody_parts", "limbs", "joint_weights", "source_index")
+
+
+def _plain(data) -> dict:
+    """A dict of plain Python values from a dict or an OmegaConf node."""
+    if not isinstance(data, dict):
+        from omegaconf import OmegaConf
+
+        data = OmegaConf.to_container(data, resolve=True)
+    return data
 
 
 def get_layout(layout: str | Layout) -> Layout:
