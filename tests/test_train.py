@@ -419,42 +419,6 @@ def test_sigusr1_saves_and_goes_on_sigterm_saves_and_exits(shards, tmp_path):
 
 
 # -- scale-out: shard URLs ----------------------------------------------------------------------------------
-README_MARK = "<!-- readme-cli"
-
-
-def readme_cli_lines() -> list[str]:
-    """The ``python -m src.train`` lines of the README code block that follows each ``readme-cli`` marker."""
-    lines, text = [], (ROOT / "README.md").read_text()
-    for part in text.split(README_MARK)[1:]:
-        block = part.split("```", 2)[1]
-        lines += [ln.strip() for ln in block.splitlines() if ln.strip().startswith("python -m src.train")]
-    return lines
-
-
-def test_readme_marks_the_url_commands():
-    lines = readme_cli_lines()
-    assert len(lines) >= 5 and any("pipe:aws" in ln for ln in lines) and any("https://" in ln for ln in lines)
-
-
-@pytest.mark.parametrize("line", readme_cli_lines())
-def test_readme_url_command_parses_through_the_cli(line, monkeypatch, capsys):
-    """The line as the shell splits it, run as ``python -m src.train`` runs it (``runpy``, in this process:
-    ``@hydra.main``'s argument parser and override grammar) with ``--cfg job``: the printed config holds the
-    pattern unchanged."""
-    import runpy
-    import shlex
-
-    argv = shlex.split(line)
-    assert argv[:3] == ["python", "-m", "src.train"]
-    monkeypatch.setattr(sys, "argv", [str(ROOT / "src" / "train.py"), *argv[3:], "--cfg", "job"])
-    runpy.run_module("src.train", run_name="__main__", alter_sys=True)  # what ``python -m src.train`` does
-    cfg = OmegaConf.create(capsys.readouterr().out)
-    for arg in argv[3:]:
-        key, value = arg.split("=", 1)
-        if key.startswith("data.") and key.endswith(".urls"):
-            assert "{0000" in value and OmegaConf.select(cfg, key) == value.strip('"')
-
-
 def test_short_run_reads_shards_through_pipe_and_http(shards, tmp_path):
     """Train shards of one source through ``pipe:cat``, of another and the val shards over http (a server
     thread on 127.0.0.1), with the README's quoting."""
