@@ -36,10 +36,6 @@ DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 CHANGELOG = ROOT / "CHANGELOG.md"
 INDEX = ROOT / "docs" / "README.md"
 
-HYDRA = {"src.train", "src.evaluate", "src.predict", "src.export", "src.oracle", "src.import_caffe",
-         "src.match_runtime", "sharding", "bench.runtime"}
-PLAIN = {"src.sweep_report", "bench", "bench.targets", "bench.decode", "bench.predict", "bench.sharding",
-         "bench.loader", "bench.evaluate", "bench.gpu_check"}
 SHELL_BLOCK = {"", "sh", "bash", "shell", "console"}
 NOT_CHECKED = "# not checked:"
 ENV = re.compile(r"^[A-Z_][A-Z0-9_]*=")
@@ -102,10 +98,20 @@ def make_targets() -> set[str]:
 
 
 # -- running one command ------------------------------------------------------------------------------------
+def _source(module: str) -> Path:
+    """The file ``python -m module`` runs (a package's ``__main__.py``)."""
+    path = ROOT / Path(*module.split("."))
+    return path / "__main__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def _is_hydra(module: str) -> bool:
+    """An entry point under ``@hydra.main`` (the others take plain arguments)."""
+    return "@hydra.main" in _source(module).read_text()
+
+
 def _run_module(module: str, args: list[str], monkeypatch, capsys) -> str:
     """``python -m module *args`` in this process (``runpy``, as the interpreter runs it); its stdout."""
-    script = ROOT / Path(*module.split("."))
-    script = script / "__main__.py" if script.is_dir() else script.with_suffix(".py")
+    script = _source(module)
     monkeypatch.setattr(sys, "argv", [str(script), *args])
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # a failure shows its real cause (``--debug`` sets it too)
     capsys.readouterr()
@@ -173,10 +179,11 @@ def check_plain(module: str, args: list[str], monkeypatch, capsys) -> None:
 def check_python(argv: list[str], monkeypatch, capsys) -> None:
     assert argv[1] == "-m", f"run modules with python -m: {shlex.join(argv)}"
     module, args = argv[2], argv[3:]
-    if module in HYDRA:
+    assert module.split(".")[0] in ("src", "sharding", "bench") and _source(module).is_file(), \
+        f"{module}: not an entry point of this project"
+    if _is_hydra(module):
         check_hydra(module, args, monkeypatch, capsys)
     else:
-        assert module in PLAIN, f"{module}: not a known entry point of this project"
         check_plain(module, args, monkeypatch, capsys)
 
 
