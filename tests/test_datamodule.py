@@ -287,7 +287,7 @@ def test_epochs_draw_new_samples(root):
 def test_presets_compose_and_normalise(preset, tmp_path):
     with initialize_config_dir(config_dir=str(CONF / "data"), version_base="1.3"):
         cfg = compose(config_name=preset, overrides=[f"root={tmp_path}", "on_missing=skip", "num_workers=0",
-                                                     "crop=32", "batches_per_epoch=2"])
+                                                     "+crop=32", "batches_per_epoch=2"])
     probs = {n: s["probability"] for n, s in cfg.sources.items()}
     assert abs(sum(probs.values()) - 1) < 1e-9
     if preset == "released":
@@ -305,7 +305,7 @@ def test_presets_compose_and_normalise(preset, tmp_path):
     assert len(list(dm.train_dataloader())) == 2
 
 
-PRESET_SHARES = {  # spec §4.1 (released) and §11.1 (paper), mapped onto this project's sources (README)
+PRESET_SHARES = {  # spec §4.1 (released) and §11.1 (paper), mapped onto this project's sources (docs/data.md)
     "released": {"coco": 0.73, "coco_foot": 0.05, "coco_wholebody": 0.075, "mpii": 0.05, "face_300w": 0.02,
                  "panoptic_hand": 0.035, "onehand10k": 0.01, "freihand": 0.01, "coco_background": 0.02},
     "paper": {"coco": 0.765, "coco_foot": 0.05, "coco_wholebody": 0.05, "mpii": 0.05, "face_300w": 0.01,
@@ -320,7 +320,7 @@ def test_preset_source_shares_are_realised(preset, tmp_path):
     """Every source of the preset as a small shard set; 2000 samples through the real per-batch mixing give
     each source its share within 2 points, and each source is augmented with the preset's scale range."""
     with initialize_config_dir(config_dir=str(CONF / "data"), version_base="1.3"):
-        overrides = [f"root={tmp_path}", "num_workers=0", "crop=16", "batch_size=2", "batches_per_epoch=1000",
+        overrides = [f"root={tmp_path}", "num_workers=0", "+crop=16", "batch_size=2", "batches_per_epoch=1000",
                      "shuffle_buffer=4"]
         cfg = compose(config_name=preset, overrides=overrides)
     shares = {n: s["probability"] for n, s in cfg.sources.items()}
