@@ -1,7 +1,8 @@
 """Per-source training augmentation (spec §4.3) as one albumentations pipeline, and the validation sample.
 
 Coordinates: pixel centres are integers (cv2's convention), so a horizontal flip maps ``x -> S - 1 - x`` as
-albumentations does. Keypoints are ``[P, 135, 3]`` ``(x, y, v)`` with the codes of ``src.core.skeleton``.
+albumentations does. Keypoints are ``[P, K, 3]`` (K of the shards' layout) ``(x, y, v)`` with the codes of
+``src.core.skeleton``.
 
 The geometry is a single affine ``M`` (scale, rotation, crop offset and flip composed) computed by
 ``PersonAffine`` from the sample's people, so image, ignore mask and keypoints are resampled once with the
@@ -17,7 +18,7 @@ same matrix. The released recipe, scaled to any crop ``S`` (the spec's numbers a
   black with the ignore mask at 1 (spec §3.4 step 1).
 
 albumentations 2.0.8 cannot reorder keypoints on a flip, so the flip is read back from the applied params and
-the BODY_135 left/right table (``BODY_135.flip_index``, ``BODY_135.flip_groups``) is applied here.
+the layout's left/right table (``Layout.flip_index``, ``Layout.flip_groups``) is applied here.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np  # noqa: E402
 
 from datamodules.samples import BadSample  # noqa: E402
 from src.core.geometry import STRIDE, half_pixel_offset, resize_for_eval  # noqa: E402
-from src.core.skeleton import BODY_135  # noqa: E402
+from src.core.skeleton import BODY_135, Layout  # noqa: E402
 
 cv2.setNumThreads(1)  # one core per loader worker; cv2's own pool only competes with the other workers
 
@@ -60,7 +61,6 @@ POLICIES = tuple(SCALE_RANGES["released"])
 CENTRE_SWAP = {"hand": "hand", "face": "face", "wholebody": "either"}
 TARGET_HEIGHT = 288 / 480  # fraction of the crop the centre person fills at m = 1
 JITTER = 40 / 480  # crop-centre offset, fraction of the crop
-WRISTS, NOSE = tuple(BODY_135.indices(["LWrist", "RWrist"])), BODY_135.index("Nose")
 
 
 @dataclass(frozen=True)
@@ -109,14 +109,17 @@ class PersonAffine(A.DualTransform):
     """Scale/rotate/crop/flip around a randomly chosen labelled person, as one affine (module docstring).
 
     Extra inputs (passed to the Compose call): ``people`` = list of ``(centre xy, height px, keypoints
-    [135, 3])`` and ``background`` (a callable returning an ``S x S x 3`` uint8 patch to paste where the warp
+    [K, 3])`` and ``background`` (a callable returning an ``S x S x 3`` uint8 patch to paste where the warp
     has no source pixels, called only when there are such pixels; or None). Applied params hold ``matrix``
     and ``flip``.
     """
 
-    def __init__(self, size: int, policy: Policy, p: float = 1.0):
+    def __init__(self, size: int, policy: Policy, layout: Layout = BODY_135, p: float = 1.0):
         super().__init__(p=p)
         self.size, self.policy = int(size), policy
+        present = lambda names: tuple(layout.index(n) for n in names if n in layout.names)  # noqa: E731
+        self.centres = {"hand": present(["LWrist", "RWrist"]), "face": present(["Nose"])}
+        """The points hand and face sources may centre on (none in a layout without them: no swap)."""
 
     def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
         rnd, size, pol = self.py_random, self.size, self.policy
@@ -151,7 +154,7 @@ class PersonAffine(A.DualTransform):
             return centre
         if rule == "either":
             rule = "hand" if rnd.random() < 0.5 else "face"
-        choices = [k for k in (WRISTS if rule == "hand" else (NOSE,)) if kps[k, 2] <= 1]
+        choices = [k for k in self.centres[rule] if kps[k, 2] <= 1]
         return kps[rnd.choice(choices), :2].astype(np.float64) if choices else centre
 
     def apply(self, img: np.ndarray, matrix: np.ndarray, background=None, **params) -> np.ndarray:
@@ -207,13 +210,14 @@ def background_patch(canvas: np.ndarray, size: int, rng) -> np.ndarray:
 
 class Augment:
     """One source's training augmentation: ``(image, meta, ignore, background) -> sample`` with the crop,
-    keypoints ``[P, 135, 3]``, the (possibly mirrored) groups and the ignore fraction at stride 8."""
+    keypoints ``[P, K, 3]`` of ``layout`` (the shards'), the (possibly mirrored) groups and the ignore
+    fraction at stride 8."""
 
-    def __init__(self, policy: Policy, size: int = 480, photometric: float = 0.0):
+    def __init__(self, policy: Policy, size: int = 480, photometric: float = 0.0, layout: Layout = BODY_135):
         if size % STRIDE:
             raise ValueError(f"data.crop must be a multiple of {STRIDE}, got {size}")
-        self.policy, self.size = policy, int(size)
-        steps = [PersonAffine(size, policy)]
+        self.policy, self.size, self.layout = policy, int(size), layout
+        steps = [PersonAffine(size, policy, layout)]
         if photometric > 0:
             steps.append(A.OneOf([A.RandomBrightnessContrast(0.2, 0.2), A.HueSaturationValue(8, 15, 10)],
                                  p=photometric))
@@ -226,8 +230,8 @@ class Augment:
     def __call__(self, image: np.ndarray, meta: dict, ignore: np.ndarray | None = None,
                  background: Callable[[], np.ndarray] | None = None) -> dict:
         """``background``: draws a padding patch (``PersonAffine``); None pads with black, ignored."""
-        people = meta.get("people") or []
-        kps = np.asarray([p["keypoints"] for p in people], np.float32).reshape(-1, BODY_135.num_keypoints, 3)
+        people, k = meta.get("people") or [], self.layout.num_keypoints
+        kps = np.asarray([p["keypoints"] for p in people], np.float32).reshape(-1, k, 3)
         anchors = [(p["center"], p.get("scale") or p["bbox"][3], kps[i]) for i, p in enumerate(people)]
         data = {"image": image, "keypoints": kps[..., :2].reshape(-1, 2), "people": anchors,
                 "background": background}
@@ -240,7 +244,7 @@ class Augment:
         if not np.isfinite(params["matrix"]).all():  # NaN/infinite centre or scale: black, unlabelled crop
             raise BadSample(f"sample {meta.get('file_name', '?')!r}: crop affine is not finite (people's "
                             f"centre/scale: {[(list(a[0]), a[1]) for a in anchors][:3]})")
-        xy = np.asarray(out["keypoints"], np.float32)[:, :2].reshape(-1, BODY_135.num_keypoints, 2)
+        xy = np.asarray(out["keypoints"], np.float32)[:, :2].reshape(-1, k, 2)
         kps = np.concatenate([xy, kps[..., 2:]], axis=2)
         s = self.size
         lost = ~np.isfinite(xy).all(-1)  # a NaN point is never labelled: background at (0, 0)
@@ -249,7 +253,7 @@ class Augment:
         kps[..., 2] = np.where(outside & (kps[..., 2] <= 1), 2, kps[..., 2])
         groups = list(meta.get("groups") or [])
         if params["flip"]:
-            kps, groups = kps[:, BODY_135.flip_index], BODY_135.flip_groups(groups)
+            kps, groups = kps[:, self.layout.flip_index], self.layout.flip_groups(groups)
         grid = s // STRIDE
         if "mask" in out:
             small = cv2.resize(out["mask"], (grid, grid), interpolation=cv2.INTER_AREA)
@@ -260,8 +264,8 @@ class Augment:
                 "matrix": params["matrix"].astype(np.float32), "flip": bool(params["flip"])}
 
 
-def eval_sample(image: np.ndarray, meta: dict, ignore: np.ndarray | None, size: int, fit: str = "height"
-                ) -> dict:
+def eval_sample(image: np.ndarray, meta: dict, ignore: np.ndarray | None, size: int, fit: str = "height",
+                num_keypoints: int = 135) -> dict:
     """A validation sample: the image resized by ``src.core.geometry.resize_for_eval`` (the one eval resize),
     its ignore mask (padding ignored) at the stride and its keypoints moved with it."""
     resized = resize_for_eval(image, size, fit)
@@ -274,7 +278,7 @@ def eval_sample(image: np.ndarray, meta: dict, ignore: np.ndarray | None, size: 
     ign = cv2.resize(full, (pw // stride, ph // stride), interpolation=cv2.INTER_AREA)
     ign = ign.astype(np.float32) / 255
     people = meta.get("people") or []
-    kps = np.asarray([p["keypoints"] for p in people], np.float32).reshape(-1, BODY_135.num_keypoints, 3)
+    kps = np.asarray([p["keypoints"] for p in people], np.float32).reshape(-1, num_keypoints, 3)
     kps[..., :2] = kps[..., :2] * resized.scale + resized.offset
     return {"image": resized.image, "keypoints": kps, "groups": list(meta.get("groups") or []),
             "ignore": ign, "scale": resized.scale, "offset": resized.offset, "size": (h, w),

@@ -9,14 +9,16 @@ Batch contract (``collate``), what any loader must deliver for ``src.training.mo
   ``image``      ``[B, 3, S, S]`` uint8 BGR (OpenPose's order), stored channels_last (no transpose copy in the
                  worker). The network input ``x / 256 - 0.5`` (``src.core.geometry.normalise``) is made on the
                  device: a quarter of the bytes to copy that float would need.
-  ``keypoints``  ``[B, P, 135, 3]``, P the most people in this batch (at least 1); padding rows are (0, 0, 2).
-  ``labelled``   ``bool[B, 135]``: the points the sample's source labels; all True for a background-only
+  ``keypoints``  ``[B, P, K, 3]``, K the points of the shards' layout (135 for the BODY_135 family), P the
+                 most people in this batch (at least 1); padding rows are (0, 0, 2).
+  ``labelled``   ``bool[B, K]``: the points the sample's source labels; all True for a background-only
                  sample, whose every channel trains as background (spec §3.4 step 5).
   ``ignore``     ``[B, S/8, S/8]``: the fraction of each cell ignored.
   ``key``, ``source``: lists of str; ``skipped``: bad samples its worker dropped since its previous batch.
-  ``target``, ``weight`` ``[B, 439, S/8, S/8]``: added on the device by the datamodule's
-                 ``on_after_batch_transfer`` (unpacked from the workers' ``packed_targets``, or computed).
-Validation batches add ``image_id``, ``gt`` (list: the COCO-WholeBody json each image is scored against),
+  ``target``, ``weight`` ``[B, C, S/8, S/8]`` (C = K + 2P of the run's layout): added on the device by the
+                 datamodule's ``on_after_batch_transfer`` (unpacked from the workers' ``packed_targets``, or
+                 computed).
+Validation batches add ``image_id``, ``gt`` (list: the COCO(-WholeBody) json each image is scored against),
 ``scale`` and ``offset`` ``[B, 2]`` (x, y; ``orig = (input - offset) / scale``), ``size`` and ``input_size``
 ``[B, 2]`` (h, w of the original and of the resized image).
 """
@@ -29,7 +31,7 @@ import torch
 
 from src.core import image_io
 from src.core.record import read_meta
-from src.core.skeleton import BODY_135
+from src.core.skeleton import Layout
 
 IMAGE_KEYS = ("jpg", "jpeg", "png")
 
@@ -38,9 +40,11 @@ class BadSample(ValueError):
     """A shard member that cannot be decoded or does not follow the record contract."""
 
 
-def decode(raw: dict, reduce: int = 1) -> tuple[np.ndarray, dict, np.ndarray | None]:
+def decode(raw: dict, reduce: int = 1, num_keypoints: int = 135
+           ) -> tuple[np.ndarray, dict, np.ndarray | None]:
     """Tar members of one sample -> (BGR image, meta, ignore mask or None). ``reduce`` in {1, 2, 4, 8} decodes
-    a JPEG at that fraction of its size; meta coordinates are not rescaled (for background patches only)."""
+    a JPEG at that fraction of its size; meta coordinates are not rescaled (for background patches only).
+    ``num_keypoints``: K of the shards' layout, every person's keypoints are checked against it."""
     key = raw.get("__key__", "?")
     ext = next((k for k in IMAGE_KEYS if k in raw), None)
     if ext is None or "json" not in raw:
@@ -52,7 +56,7 @@ def decode(raw: dict, reduce: int = 1) -> tuple[np.ndarray, dict, np.ndarray | N
     except image_io.ImageError as err:
         raise BadSample(str(err)) from None
     try:
-        meta = read_meta(raw)
+        meta = read_meta(raw, num_keypoints)
         for p in meta["people"]:
             kps = p["keypoints"]
             lost = ~np.isfinite(kps).all(1) & (np.nan_to_num(kps[:, 2], nan=0) <= 1)
@@ -70,15 +74,15 @@ def decode(raw: dict, reduce: int = 1) -> tuple[np.ndarray, dict, np.ndarray | N
     return image, meta, ignore
 
 
-def labelled_of(groups: list[str], background_only: bool) -> np.ndarray:
-    """Bool[135]: the channels a sample trains (all of them, as background, for a background-only sample)."""
-    return np.ones(BODY_135.num_keypoints, bool) if background_only else BODY_135.labelled(groups)
+def labelled_of(groups: list[str], background_only: bool, layout: Layout) -> np.ndarray:
+    """Bool[K]: the channels a sample trains (all of them, as background, for a background-only sample)."""
+    return np.ones(layout.num_keypoints, bool) if background_only else layout.labelled(groups)
 
 
 def pad_people(kps_list: list[np.ndarray]) -> np.ndarray:
-    """``[P_i, 135, 3]`` arrays -> ``[B, P, 135, 3]`` with P = max(P_i, 1); padding rows are (0, 0, 2)."""
+    """``[P_i, K, 3]`` arrays -> ``[B, P, K, 3]`` with P = max(P_i, 1); padding rows are (0, 0, 2)."""
     p = max([len(k) for k in kps_list] + [1])
-    out = np.zeros((len(kps_list), p, BODY_135.num_keypoints, 3), np.float32)
+    out = np.zeros((len(kps_list), p, kps_list[0].shape[1], 3), np.float32)
     out[..., 2] = 2
     for i, k in enumerate(kps_list):
         out[i, :len(k)] = k

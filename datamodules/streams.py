@@ -25,6 +25,7 @@ from datamodules.augment import Augment, Policy, background_canvas, background_p
 from datamodules.mixing import Counter, make_seed, mix_per_batch, mix_per_sample, raw_stream
 from datamodules.packed_targets import pack
 from datamodules.samples import BadSample, collate, collate_eval, decode, labelled_of
+from src.core.skeleton import BODY_135, Layout
 
 # What a malformed sample can raise on its way through decode and augmentation: skipped and counted.
 DATA_ERRORS = (BadSample, ValueError, KeyError, TypeError, IndexError, cv2.error)
@@ -49,7 +50,7 @@ def worker_position() -> tuple[int, int, int, int]:
 
 
 def add_targets(batch: dict, targets) -> dict:
-    """Given a ``src.targets.Targets``, add ``target`` and ``weight`` ``[B, 439, S/8, S/8]`` computed where
+    """Given a ``src.targets.Targets``, add ``target`` and ``weight`` ``[B, C, S/8, S/8]`` computed where
     the batch is (on the device; the loader workers send theirs as ``packed_targets``)."""
     if targets is not None and "target" not in batch:
         size = tuple(batch["image"].shape[-2:])
@@ -105,8 +106,9 @@ class TrainStream(IterableDataset):
 
     def __init__(self, sources: list[SourceSpec], policies: dict[str, Policy], padding: SourceSpec | None,
                  crop: int, batch_size: int, mix: str, photometric: float, shuffle: int,
-                 background_reuse: int, seed: int, targets=None, base_epoch: int = 0):
-        self.sources, self.policies, self.padding = sources, policies, padding
+                 background_reuse: int, seed: int, targets=None, base_epoch: int = 0,
+                 layout: Layout = BODY_135):
+        self.sources, self.policies, self.padding, self.layout = sources, policies, padding, layout
         self.crop, self.batch_size, self.mix, self.photometric = crop, batch_size, mix, photometric
         self.shuffle, self.background_reuse, self.seed = shuffle, background_reuse, seed
         self.targets, self.base_epoch, self._iters = targets, base_epoch, 0
@@ -140,14 +142,14 @@ class TrainStream(IterableDataset):
 
     def _samples(self, spec: SourceSpec, rank: int, world: int, where: tuple, counter: Counter,
                  backgrounds: Backgrounds | None) -> Iterator[dict]:
-        augment = Augment(self.policies[spec.name], self.crop, self.photometric)
+        augment = Augment(self.policies[spec.name], self.crop, self.photometric, self.layout)
         augment.seed(make_seed(self.seed, "aug", spec.name, *where) % 2**32)
         raw = raw_stream(spec.urls, rank, world, make_seed(self.seed, spec.name, *where), counter,
                          self.shuffle)
         background_only, streak = spec.policy == "background", 0
         for r in raw:
             try:
-                image, meta, ignore = decode(r)
+                image, meta, ignore = decode(r, num_keypoints=self.layout.num_keypoints)
                 out = augment(image, meta, ignore, backgrounds.next if backgrounds else None)
                 streak = 0
             except DATA_ERRORS as exc:
@@ -155,17 +157,19 @@ class TrainStream(IterableDataset):
                 counter.bad(exc, streak, spec.name)
                 continue
             out.update(key=r["__key__"], source=spec.name,
-                       labelled=labelled_of(out["groups"], background_only))
+                       labelled=labelled_of(out["groups"], background_only, self.layout))
             yield out
 
 
 class ValStream(IterableDataset):
     """Each validation image once across all ranks and workers: finite shards split by node then by worker
     (``empty_check=False``: a rank or worker may get none), no augmentation, ``eval_sample``; every sample
-    names its source's ``gt`` json."""
+    names its source's ``gt`` json. ``layout``: the shards'."""
 
-    def __init__(self, sources: list[SourceSpec], size: int, fit: str, batch_size: int):
+    def __init__(self, sources: list[SourceSpec], size: int, fit: str, batch_size: int,
+                 layout: Layout = BODY_135):
         self.sources, self.size, self.fit, self.batch_size = sources, size, fit, batch_size
+        self.layout = layout
 
     def __iter__(self) -> Iterator[dict]:
         counter = Counter()
@@ -179,10 +183,11 @@ class ValStream(IterableDataset):
 
     def _sample(self, raw: dict, spec: SourceSpec, counter: Counter) -> dict | None:
         try:
-            image, meta, ignore = decode(raw)
-            out = eval_sample(image, meta, ignore, self.size, self.fit)
+            k = self.layout.num_keypoints
+            image, meta, ignore = decode(raw, num_keypoints=k)
+            out = eval_sample(image, meta, ignore, self.size, self.fit, k)
             out.update(image_id=int(meta["image_id"]), key=raw["__key__"], source=spec.name, gt=spec.gt,
-                       labelled=labelled_of(out["groups"], spec.policy == "background"))
+                       labelled=labelled_of(out["groups"], spec.policy == "background", self.layout))
             return out
         except DATA_ERRORS as exc:
             counter.bad(exc)

@@ -6,8 +6,11 @@ null the shards are ``<root>/<name>/train/`` as listed by its ``manifest.json`` 
 A source with probability 0 is left out of the mixture; probabilities are normalised over the rest. A source
 with policy ``background`` also fills the augmentation padding (spec §4.3 step 7), even at probability 0.
 
-Checked in the constructor: mixing mode, policies, probabilities (negative or all zero), crop. Checked in
-``setup()`` (before any batch is read): every shard set exists, unless ``on_missing: skip`` drops it.
+``layout`` is the run's keypoint layout; the shards hold its points (``Layout.shard_layout``: BODY_135's for
+a subset of it such as ``body_foot``). Checked in the constructor: mixing mode, policies, probabilities
+(negative or all zero), crop. Checked in ``setup()`` (before any batch is read): every shard set exists,
+unless ``on_missing: skip`` drops it, and a local shard set's manifest names the same layout (name and
+content hash; a manifest without one was written for BODY_135).
 
 Batches: see ``datamodules.samples`` (uint8 BGR images, normalised on the device). With ``targets_on:
 worker`` the loader workers compute ``target``/``weight`` and send them packed (``packed_targets``, ~50x
@@ -32,6 +35,7 @@ import webdataset as wds
 from datamodules.augment import POLICIES, SCALE_RANGES, Policy
 from datamodules.packed_targets import unpack
 from datamodules.streams import SourceSpec, TrainStream, ValStream, add_targets
+from src.core.skeleton import BODY_135, Layout
 
 MIX_MODES = ("per_sample", "per_batch")
 
@@ -78,8 +82,10 @@ class WholeBodyDataModule(L.LightningDataModule):
                  background_reuse: int = 4, num_workers: int = 4, pin_memory: bool = False,
                  val_batch_size: int = 1, val_num_workers: int = 1, val_size: int = 480,
                  val_fit: str = "height", targets=None, targets_on: str = "device", seed: int = 0,
-                 on_missing: str = "error"):
+                 on_missing: str = "error", layout="body135"):
         super().__init__()
+        self.layout = Layout.of(layout)
+        self.shard_layout = self.layout.shard_layout
         self.source_cfg = _as_dict(sources, "sources")
         self.val_cfg = _as_dict(val, "val") if val else {}
         for what, options, value in (("mix", MIX_MODES, mix),
@@ -124,6 +130,8 @@ class WholeBodyDataModule(L.LightningDataModule):
     # -- resolution ----------------------------------------------------------------------------------------
     def _resolve(self, name: str, cfg: dict, split: str) -> list[str] | None:
         urls = shard_urls(name, cfg.get("urls"), cfg.get("root") or self.root, split)
+        if urls is not None and not cfg.get("urls"):
+            self._check_layout(name, Path(cfg.get("root") or self.root) / name / split / "manifest.json")
         if urls is None:
             where = cfg.get("urls") or Path(cfg.get("root") or self.root) / name / split
             group = "sources" if split == "train" else "val"
@@ -133,6 +141,19 @@ class WholeBodyDataModule(L.LightningDataModule):
                 raise FileNotFoundError(msg)
             warnings.warn(msg + "; skipped", stacklevel=2)
         return urls
+
+    def _check_layout(self, name: str, manifest: Path) -> None:
+        """Stop before the first step when a source's shards hold another layout than the run's."""
+        if not manifest.is_file():
+            return
+        recorded = json.loads(manifest.read_text()).get("layout") or {"name": BODY_135.name,
+                                                                     "digest": BODY_135.digest}
+        want = self.shard_layout
+        if recorded.get("digest") != want.digest:
+            raise ValueError(f"data source {name!r}: its shards ({manifest.parent}) hold layout "
+                             f"{recorded.get('name')!r} ({recorded.get('digest')}), the run's layout is "
+                             f"{want.name!r} ({want.digest}): set layout= to the shards' layout or rebuild "
+                             f"them")
 
     def resolve(self) -> None:
         """Find every shard set and normalise the probabilities over the sources present."""
@@ -179,7 +200,7 @@ class WholeBodyDataModule(L.LightningDataModule):
                     for s in self.train_sources}  # each source's augmentation, decided here once
         return TrainStream(self.train_sources, policies, self.padding, self.crop, self.batch_size, self.mix,
                            self.photometric, self.shuffle_buffer, self.background_reuse, self.seed, targets,
-                           base_epoch)
+                           base_epoch, self.shard_layout)
 
     def train_dataloader(self):
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
@@ -191,7 +212,8 @@ class WholeBodyDataModule(L.LightningDataModule):
             self.resolve()
         if not self.val_sources:
             return []
-        stream = ValStream(self.val_sources, self.val_size, self.val_fit, self.val_batch_size)
+        stream = ValStream(self.val_sources, self.val_size, self.val_fit, self.val_batch_size,
+                           self.shard_layout)
         return self._loader(stream, self.val_num_workers, persistent=False)
 
     def _loader(self, dataset, workers: int, persistent: bool = True) -> wds.WebLoader:

@@ -1,5 +1,6 @@
-"""COCO-format person sources: COCO-17 keypoints, OpenPose's COCO-foot (23), COCO-WholeBody (133), and
-person-free COCO images as backgrounds. One sample per image, with every annotated person.
+"""COCO-format person sources: COCO-17 keypoints, OpenPose's COCO-foot (23), COCO-WholeBody (133), any COCO
+keypoint file of a layout of its own (``CocoKeypoints``), and person-free COCO images as backgrounds. One
+sample per image, with every annotated person.
 
 Ignore mask (spec §3.4 step 1, via pycocotools ``annToMask``): people without a labelled keypoint, and crowd
 regions not covered by a labelled person. Two optional meta fields serve only the val ``gt.json`` (loaders
@@ -16,8 +17,9 @@ from pathlib import Path
 import numpy as np
 from pycocotools.coco import COCO
 
-from sharding.keypoints import from_coco17, from_coco23, from_wholebody133
+from sharding.keypoints import from_coco17, from_coco23, from_coco_keypoints, from_wholebody133
 from sharding.people import (
+    InputError,
     SkipRecord,
     check_box,
     clip_to_image,
@@ -30,7 +32,7 @@ from sharding.people import (
 )
 from sharding.source import Plan, Source, load_json, require
 from src.core.record import Record
-from src.core.skeleton import BODY_135
+from src.core.skeleton import BODY_135, Layout
 
 
 def load_coco(path: Path, ann_fields: tuple[str, ...], required: tuple[str, ...] = ("id", "image_id", "bbox")
@@ -106,7 +108,7 @@ class CocoCrops(Source):
 
 
 class _CocoPeople(Source):
-    """Shared COCO logic; subclasses give ``groups``, the keypoint fields and ``to_body135(ann)``."""
+    """Shared COCO logic; subclasses give ``groups``, the keypoint fields and ``points(ann)``."""
 
     path_keys = ("ann", "images")
     fields: tuple[str, ...] = ("keypoints",)
@@ -132,7 +134,8 @@ class _CocoPeople(Source):
         except TypeError:
             return True
 
-    def to_body135(self, ann: dict) -> np.ndarray:
+    def points(self, ann: dict) -> np.ndarray:
+        """One annotation's ``[K, 3]`` keypoints in ``self.layout`` with the visibility codes."""
         raise NotImplementedError
 
     def extra(self, ann: dict) -> dict:
@@ -162,7 +165,7 @@ class _CocoPeople(Source):
             if ann.get("iscrowd", 0):
                 masked.append(ann)
                 continue
-            kp = clip_to_image(self.to_body135(ann), w, h, f"{item} annotation {ann['id']}")
+            kp = clip_to_image(self.points(ann), w, h, f"{item} annotation {ann['id']}")
             if labelled_count(kp) == 0:
                 masked.append(ann)
                 continue
@@ -188,7 +191,7 @@ class CocoBody(_CocoPeople):
     groups = ["body"]
     lengths = {"keypoints": 17}
 
-    def to_body135(self, ann: dict) -> np.ndarray:
+    def points(self, ann: dict) -> np.ndarray:
         return from_coco17(ann["keypoints"])
 
 
@@ -198,7 +201,7 @@ class CocoFoot(_CocoPeople):
     groups = ["body", "foot"]
     lengths = {"keypoints": 23}
 
-    def to_body135(self, ann: dict) -> np.ndarray:
+    def points(self, ann: dict) -> np.ndarray:
         return from_coco23(ann["keypoints"])
 
 
@@ -209,13 +212,35 @@ class CocoWholeBody(_CocoPeople):
     fields = ("keypoints", "foot_kpts", "face_kpts", "lefthand_kpts", "righthand_kpts")
     lengths = {"keypoints": 17, "foot_kpts": 6, "face_kpts": 68, "lefthand_kpts": 21, "righthand_kpts": 21}
 
-    def to_body135(self, ann: dict) -> np.ndarray:
+    def points(self, ann: dict) -> np.ndarray:
         return from_wholebody133(ann)
 
     def extra(self, ann: dict) -> dict:
         """The hands' own wrist annotations (BODY_135 keeps one wrist per side), so gt.json equals the
         original GT."""
         return {"hand_wrists": [[float(v) for v in ann[k][:3]] for k in ("lefthand_kpts", "righthand_kpts")]}
+
+
+class CocoKeypoints(_CocoPeople):
+    """Any COCO keypoint file whose ``keypoints`` are ``layout``'s points in its order (``python -m src.layout
+    from_coco=`` writes the layout from the file): boxes, crowd regions masked, people without keypoints
+    masked, visibility codes as for COCO; every category of the file (AP-10K's species share one keypoint
+    list). Its shards hold the layout's K points, and its val ``gt.json`` is a plain COCO keypoint file."""
+
+    def __init__(self, train: dict | None = None, val: dict | None = None, layout=None, **options):
+        if layout is None:
+            raise InputError("CocoKeypoints: give its layout (layout: NAME_OR_PATH, e.g. from python -m "
+                             "src.layout from_coco=ANN.json)")
+        super().__init__(train, val, layout=str(layout) if isinstance(layout, str) else None, **options)
+        self.layout = Layout.of(layout)
+        self.groups = list(self.layout.groups)
+        self.lengths = {"keypoints": self.layout.num_keypoints}
+
+    def fingerprint_extra(self) -> dict:
+        return {**super().fingerprint_extra(), "layout": self.layout.digest}
+
+    def points(self, ann: dict) -> np.ndarray:
+        return from_coco_keypoints(ann["keypoints"], self.layout.num_keypoints)
 
 
 class CocoBackgrounds(Source):

@@ -57,6 +57,14 @@ def _mean_points(face: np.ndarray, idx: list[int]) -> np.ndarray:
     return np.array([xy[0], xy[1], code], np.float32)
 
 
+def from_coco_keypoints(kpts, num_keypoints: int) -> np.ndarray:
+    """A COCO ``keypoints`` list of a layout's own K points ``[K*3]`` -> ``[K, 3]`` with the codes (no
+    mapping: the layout is the file's; an unlabelled point is background, as in COCO)."""
+    out = np.zeros((num_keypoints, 3), np.float32)
+    _put(out, range(num_keypoints), kpts)
+    return out
+
+
 def from_coco17(kpts: np.ndarray) -> np.ndarray:
     """COCO-17 ``[17*3]`` -> ``[135, 3]``; everything else is 'not in dataset' (4)."""
     out = _empty(1)[0]

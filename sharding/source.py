@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sharding.people import InputError, SkipRecord
 from src.core.record import Record
+from src.core.skeleton import BODY_135, Layout
 
 SPLITS = ("train", "val")
 
@@ -34,9 +35,11 @@ class Plan:
 
 class Source:
     """Base converter. Subclasses set ``version`` (bump it when output changes: re-running rebuilds),
-    ``groups`` (the ``src.core.skeleton.BODY_135.groups`` this format labels), and ``path_keys``."""
+    ``groups`` (the groups of ``layout`` this format labels), ``path_keys`` and, when their records hold
+    another layout's points than BODY_135's, ``layout``."""
 
     version = "1"
+    layout: Layout = BODY_135
     groups: list[str] = []
     path_keys: tuple[str, ...] = ()
 

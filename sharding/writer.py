@@ -27,7 +27,7 @@ import webdataset as wds
 from sharding.people import SkipRecord, non_finite
 from sharding.source import Source
 from src.core.record import Record
-from src.core.skeleton import BODY_135
+from src.core.skeleton import BODY_135, Layout
 
 MANIFEST = "manifest.json"
 FORMAT = 2  # of the shard members (src/core/record.py); a new format rebuilds every split
@@ -120,9 +120,10 @@ class _ShardSink:
 class _Tally:
     """Counts for the manifest: samples, people, labelled points per group, masks, skipped records."""
 
-    def __init__(self, max_examples: int):
+    def __init__(self, max_examples: int, layout: Layout):
+        self.layout = layout
         self.samples = self.people = self.masks = 0
-        self.labelled = dict.fromkeys(BODY_135.groups, 0)
+        self.labelled = dict.fromkeys(layout.groups, 0)
         self.groups: set[str] = set()
         self.skipped: dict[str, int] = {}
         self.examples: list[dict] = []
@@ -135,7 +136,7 @@ class _Tally:
         self.groups.update(rec.meta["groups"])
         for kp in kps:
             lab = kp[:, 2] <= 1
-            for g, idx in BODY_135.groups.items():
+            for g, idx in self.layout.groups.items():
                 self.labelled[g] += int(lab[idx.start:idx.stop].sum())
 
     def skip(self, s: SkipRecord) -> None:
@@ -147,7 +148,7 @@ class _Tally:
 _KEY_BAD = re.compile(r"[^A-Za-z0-9_-]")
 
 
-def _check(rec: Record, name: str) -> list[np.ndarray]:
+def _check(rec: Record, name: str, layout: Layout) -> list[np.ndarray]:
     """Enforce the record contract the loader relies on; returns the people's keypoint arrays."""
     meta = rec.meta
     meta["source"] = name
@@ -161,19 +162,23 @@ def _check(rec: Record, name: str) -> list[np.ndarray]:
         raise ValueError(f"{name}: record {rec.key} has image extension {rec.ext!r}; expected jpg or png")
     kps = [np.asarray(p["keypoints"], np.float32) for p in meta["people"]]
     for kp in kps:
-        if kp.shape != (BODY_135.num_keypoints, 3):
-            raise ValueError(f"{name}: record {rec.key} has a person with keypoints of shape {kp.shape}")
+        if kp.shape != (layout.num_keypoints, 3):
+            raise ValueError(f"{name}: record {rec.key} has a person with keypoints of shape {kp.shape}, "
+                             f"expected ({layout.num_keypoints}, 3) of layout {layout.name}")
     return kps
 
 
-def _gt_annotations(meta: dict, next_id: int) -> list[dict]:
-    """COCO-WholeBody GT entries for one val image, equal to the source's own GT where it has one.
+def _gt_annotations(meta: dict, next_id: int, layout: Layout) -> list[dict]:
+    """COCO(-WholeBody) GT entries for one val image, equal to the source's own GT where it has one: the
+    COCO-WholeBody fields for the BODY_135 family, plain COCO ``keypoints`` (K x 3) for any other layout.
 
     People become non-crowd annotations. A hand's wrist is the person's ``hand_wrists`` entry when the
     converter kept it (COCO-WholeBody annotates it apart from the body wrist); otherwise what
     ``to_wholebody133`` writes (the body wrist, or nothing for a hand without points).
     ``meta["unlabelled"]`` (crowds, people without keypoints) become keypoint-free entries, which the
     evaluator ignores but matches detections to, as with the original GT."""
+    if not layout.wholebody_parts:
+        return _coco_annotations(meta, next_id, layout.num_keypoints)
     anns = []
     for p in meta["people"]:
         fields = BODY_135.to_wholebody133(np.asarray(p["keypoints"], np.float32), as_gt=True)
@@ -186,6 +191,22 @@ def _gt_annotations(meta: dict, next_id: int) -> list[dict]:
     for u in meta.get("unlabelled", []):
         anns.append({"iscrowd": int(u["iscrowd"]), "bbox": u["bbox"], "area": u["area"],
                      "num_keypoints": 0, **empty})
+    return [{"id": next_id + i, "image_id": meta["image_id"], "category_id": 1, **a}
+            for i, a in enumerate(anns)]
+
+
+def _coco_annotations(meta: dict, next_id: int, k: int) -> list[dict]:
+    """Plain COCO keypoint GT entries (v 2 visible, 1 occluded, 0 unlabelled) for one val image."""
+    anns = []
+    for p in meta["people"]:
+        kp = np.asarray(p["keypoints"], np.float32)
+        v = np.where(kp[:, 2] == 1, 2, np.where(kp[:, 2] == 0, 1, 0))
+        xyv = np.concatenate([np.where(v[:, None] > 0, kp[:, :2], 0), v[:, None]], 1)
+        anns.append({"iscrowd": 0, "bbox": p["bbox"], "area": p["area"], "num_keypoints": int((v > 0).sum()),
+                     "keypoints": [round(float(x), 2) for x in xyv.reshape(-1)]})
+    for u in meta.get("unlabelled", []):
+        anns.append({"iscrowd": int(u["iscrowd"]), "bbox": u["bbox"], "area": u["area"], "num_keypoints": 0,
+                     "keypoints": [0.0] * (3 * k)})
     return [{"id": next_id + i, "image_id": meta["image_id"], "category_id": 1, **a}
             for i, a in enumerate(anns)]
 
@@ -224,6 +245,15 @@ def _write_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def _category(layout: Layout) -> dict:
+    """The one category of a val gt.json: COCO's person, with the layout's keypoints and skeleton (1-based)
+    for any layout but the BODY_135 family (scored by COCO-WholeBody's fields)."""
+    if layout.wholebody_parts:
+        return {"id": 1, "name": "person", "supercategory": "person"}
+    return {"id": 1, "name": layout.name, "supercategory": layout.name, "keypoints": list(layout.names),
+            "skeleton": [[a + 1, b + 1] for a, b in layout.pairs]}
+
+
 def read_manifest(split_dir: Path) -> dict | None:
     try:
         return json.loads((split_dir / MANIFEST).read_text())
@@ -256,7 +286,7 @@ def build_split(name: str, conv: Source, split: str, out_dir: Path, settings: Se
     staging = split_dir.parent / f".{split}.staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    tally = _Tally(settings.max_examples)
+    tally = _Tally(settings.max_examples, conv.layout)
     for s in plan.skipped:
         tally.skip(s)
     images, annotations, seen_keys, seen_ids = [], [], set(), set()
@@ -270,7 +300,7 @@ def build_split(name: str, conv: Source, split: str, out_dir: Path, settings: Se
             if isinstance(rec, SkipRecord):
                 tally.skip(rec)
                 continue
-            kps = _check(rec, name)
+            kps = _check(rec, name, conv.layout)
             if rec.key in seen_keys or rec.meta["image_id"] in seen_ids:
                 tally.skip(SkipRecord("duplicate_image", rec.meta["file_name"], f"(key {rec.key})"))
                 continue
@@ -282,7 +312,7 @@ def build_split(name: str, conv: Source, split: str, out_dir: Path, settings: Se
                 m = rec.meta
                 images.append({"id": m["image_id"], "file_name": m["file_name"], "width": m["width"],
                                "height": m["height"]})
-                annotations += _gt_annotations(m, len(annotations) + 1)
+                annotations += _gt_annotations(m, len(annotations) + 1, conv.layout)
         shards = sink.close()
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -293,7 +323,8 @@ def build_split(name: str, conv: Source, split: str, out_dir: Path, settings: Se
     manifest = {
         "source": name, "split": split,
         "converter": f"{type(conv).__module__}.{type(conv).__qualname__}", "converter_version": conv.version,
-        "fingerprint": fp, "groups": sorted(tally.groups) or list(conv.groups),
+        "fingerprint": fp, "layout": {"name": conv.layout.name, "digest": conv.layout.digest},
+        "groups": sorted(tally.groups) or list(conv.groups),
         "samples": tally.samples, "people": tally.people, "ignore_masks": tally.masks,
         "labelled_keypoints": tally.labelled,
         "skipped": {"count": sum(tally.skipped.values()), "by_reason": tally.skipped,
@@ -303,11 +334,12 @@ def build_split(name: str, conv: Source, split: str, out_dir: Path, settings: Se
         "url": f"{name}-{split}-{{000000..{max(len(shards) - 1, 0):06d}}}.tar",
         "seconds": round(time.time() - t0, 2),
     }
-    _swap_in(split_dir, staging, manifest, images, annotations if split == "val" else None)
+    _swap_in(split_dir, staging, manifest, images, annotations if split == "val" else None, conv.layout)
     return "built", manifest
 
 
-def _swap_in(split_dir: Path, staging: Path, manifest: dict, images: list, annotations: list | None) -> None:
+def _swap_in(split_dir: Path, staging: Path, manifest: dict, images: list, annotations: list | None,
+             layout: Layout = BODY_135) -> None:
     """Replace the old build: manifest away first, old tars out, new tars in, gt.json, manifest last."""
     split_dir.mkdir(parents=True, exist_ok=True)
     (split_dir / MANIFEST).unlink(missing_ok=True)
@@ -319,6 +351,6 @@ def _swap_in(split_dir: Path, staging: Path, manifest: dict, images: list, annot
         _write_atomic(split_dir / "gt.json", {
             "info": {"description": f"{manifest['source']} {manifest['split']} (written by sharding)"},
             "images": images, "annotations": annotations,
-            "categories": [{"id": 1, "name": "person", "supercategory": "person"}]})
+            "categories": [_category(layout)]})
     _write_atomic(split_dir / MANIFEST, manifest)
     shutil.rmtree(staging, ignore_errors=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import hydra
 import numpy as np
+import onnx
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -28,19 +29,17 @@ from src.core import checkpoint
 from src.core.checkpoint import build_network
 from src.core.cli import ensure_writable, report_errors, run
 from src.core.geometry import NORMALISATION, STRIDE
-from src.core.skeleton import BODY_135
-from src.inference import Model, NetworkModel, load_exported
+from src.core.skeleton import Layout
+from src.inference import EXPORT_METADATA, Model, NetworkModel, load_exported
 from src.model.fold import FoldedPoseNet
 
 log = logging.getLogger(__name__)
 logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one INFO line per deduplicated initializer
 
-def metadata(net_cfg: dict, fmt: str, ckpt_path: str | None) -> dict:
-    """What a consumer of the exported file needs: layout, keypoints, pairs, stride, normalisation. The
-    BODY_135 tables describe the 135/152 layout; a network with fewer outputs gets its first K names only."""
-    k = int(net_cfg.get("num_keypoints", BODY_135.num_keypoints))
-    p = int(net_cfg.get("num_pairs", BODY_135.num_pairs))
-    body135 = (k, p) == (BODY_135.num_keypoints, BODY_135.num_pairs)
+def metadata(net_cfg: dict, layout: Layout, fmt: str, ckpt_path: str | None) -> dict:
+    """What a consumer of the exported file needs: the layout (all of it, as data: ``Layout.of`` reads it
+    back), keypoint names, pairs, stride, normalisation."""
+    k, p = layout.num_keypoints, layout.num_pairs
     return {
         "format": fmt,
         "input": {"name": "image", "shape": ["batch", 3, "H", "W"], "multiple_of": STRIDE,
@@ -48,28 +47,35 @@ def metadata(net_cfg: dict, fmt: str, ckpt_path: str | None) -> dict:
         "output": {"name": "maps", "shape": ["batch", k + 2 * p, "H/8", "W/8"], "heatmaps": [0, k],
                    "pafs": [k, k + 2 * p], "paf_pair_k": f"x at channel {k}+2k, y at {k + 1}+2k"},
         "stride": STRIDE,
-        "keypoint_names": list(BODY_135.names[:k]),
-        "keypoint_groups": {g: [r.start, r.stop] for g, r in BODY_135.groups.items() if r.stop <= k},
-        "pairs": [list(pair) for pair in BODY_135.pairs] if body135 else None,
+        "layout": layout.to_dict(),
+        "keypoint_names": list(layout.names),
+        "keypoint_groups": {g: [r.start, r.stop] for g, r in layout.groups.items()},
+        "pairs": [list(pair) for pair in layout.pairs],
         "model_config": net_cfg,
         "checkpoint": ckpt_path,
     }
 
 
-def export_onnx(model: nn.Module, out: Path, size: tuple[int, int]) -> None:
-    """Dynamo export with batch, height and width dynamic (height and width as multiples of 8)."""
+def export_onnx(model: nn.Module, out: Path, size: tuple[int, int], meta: dict) -> None:
+    """Dynamo export with batch, height and width dynamic (height and width as multiples of 8); ``meta`` in
+    the model's ``metadata_props`` (``src.inference.EXPORT_METADATA``)."""
     h, w = torch.export.Dim("h8", min=1, max=1024), torch.export.Dim("w8", min=1, max=1024)
     batch = torch.export.Dim("batch", min=1, max=64)
     example = torch.zeros(2, 3, *size)
     program = torch.onnx.export(model, (example,), dynamo=True, input_names=["image"], output_names=["maps"],
                                 dynamic_shapes=({0: batch, 2: 8 * h, 3: 8 * w},), verbose=False)
     program.save(str(out))
+    proto = onnx.load(str(out))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = EXPORT_METADATA, json.dumps(meta)
+    onnx.save(proto, str(out))
 
 
-def export_torchscript(model: nn.Module, out: Path, size: tuple[int, int]) -> None:
+def export_torchscript(model: nn.Module, out: Path, size: tuple[int, int], meta: dict) -> None:
+    """A traced module; ``meta`` as its extra file ``src.inference.EXPORT_METADATA``."""
     with torch.no_grad():
         traced = torch.jit.trace(model, torch.zeros(1, 3, *size), check_trace=False)
-    traced.save(str(out))
+    torch.jit.save(traced, str(out), _extra_files={EXPORT_METADATA: json.dumps(meta)})
 
 
 def parity(model: Model, path: str | Path, sizes: list[tuple[int, int]], seed: int = 0
@@ -106,14 +112,14 @@ def export(model_cfg: DictConfig | dict | None, fmt: str, out: str | Path, ckpt_
     with checkpoint.trusted(trust_checkpoint):
         net, net_cfg = build_network(model_cfg, ckpt_path)
     model = FoldedPoseNet(net)                          # what predict runs; checked against the net itself
+    meta = metadata(net_cfg, net.layout, fmt, str(ckpt_path) if ckpt_path else None)
     if fmt == "onnx":
-        export_onnx(model, out, sizes[0])
+        export_onnx(model, out, sizes[0], meta)
     else:
-        export_torchscript(model, out, sizes[0])
+        export_torchscript(model, out, sizes[0], meta)
     diff, scale = parity(NetworkModel(net.eval()), out, sizes)
     if not diff <= tolerance:
         raise AssertionError(f"{out}: max abs difference to PyTorch {diff:.3e} exceeds {tolerance:g}")
-    meta = metadata(net_cfg, fmt, str(ckpt_path) if ckpt_path else None)
     meta["parity"] = {"max_abs_diff": diff, "max_abs_output": scale, "sizes": [list(s) for s in sizes],
                       "tolerance": tolerance}
     Path(f"{out}.json").write_text(json.dumps(meta, indent=1))

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from sharding.keypoints import from_wholebody133
 from src.core.skeleton import BODY_135
 from src.decoder.decode import Decoder
-from src.decoder.writers import wholebody_records
+from src.decoder.writers import records
 from src.evaluation.evaluator import evaluate_wholebody, format_table, load_gt
 from src.inference import Inference
 from src.targets import Targets
@@ -55,7 +55,7 @@ def round_trip(ann: str | Path, images: str | Path, height: int | None = None, d
     by_image: dict[int, list[dict]] = {}
     for a in gt["annotations"]:
         by_image.setdefault(a["image_id"], []).append(a)
-    records = []
+    found = []
     for img in gt["images"]:
         path = Path(images) / img["file_name"]
         if not path.is_file():
@@ -69,8 +69,8 @@ def round_trip(ann: str | Path, images: str | Path, height: int | None = None, d
         maps, _ = targets(kp, labelled, None, size)
         back = torch.tensor([[scale, scale]])
         people = inference.decode([maps], size, back, torch.zeros_like(back))[0]
-        records += wholebody_records(people, img["id"])
-    return evaluate_wholebody(gt, records), records
+        found += records(people, img["id"])
+    return evaluate_wholebody(gt, found), found
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="oracle")

@@ -1,16 +1,19 @@
-"""Whole-body keypoints for images and video: ``python -m src.predict ckpt_path=MODEL input=... out=DIR``.
+"""Keypoints for images and video: ``python -m src.predict ckpt_path=MODEL input=... out=DIR``.
 
 ``ckpt_path`` is a Lightning checkpoint (``.ckpt``/``.pth``, the network rebuilt from the config saved in
-it), an ONNX file (run by ONNX Runtime) or a TorchScript file (``.pt``/``.ts``), both from ``src.export``.
+it), an ONNX file (run by ONNX Runtime) or a TorchScript file (``.pt``/``.ts``), both from ``src.export``;
+each carries its keypoint layout (BODY_135, or the layout it was trained with), so nothing else is needed.
 Each image goes through :class:`src.inference.Inference`: resized to ``height`` (480 = OpenPose's ``-1x480``;
 the width keeps the aspect ratio), run at every factor of ``scales`` (``[2, 1.5, 1, 0.5]`` = the paper's
 960/720/480/240, averaged; ``flip=true`` adds the mirrored image), decoded, and its people mapped back to
 the original pixels. For images (a file or a folder), written into ``out``:
 
-- ``<image stem>_keypoints.json`` per image: OpenPose JSON 1.3 (:mod:`src.decoder.writers`);
+- ``<image stem>_keypoints.json`` per image: OpenPose JSON 1.3 with the layout's points in
+  ``pose_keypoints_2d`` and its name in ``layout`` (:mod:`src.decoder.writers`);
 - ``<image stem>_overlay.jpg`` (``overlay_format=png``: ``.png``) per image: the skeletons drawn over the
   image (:mod:`src.decoder.draw`);
-- ``results_wholebody.json``: COCO-WholeBody result records of the run, and ``images.json`` naming each
+- ``results_wholebody.json`` (``results_keypoints.json`` for a layout outside the BODY_135 family): COCO
+  result records of the run, and ``images.json`` naming each
   ``image_id`` (the file stems when all are numbers, as in COCO, else each image's position in the run).
 
 For a video file or a camera index (``input=0``, through OpenCV's ``VideoCapture``): one
@@ -37,8 +40,10 @@ from tqdm import tqdm
 
 from src.core import checkpoint, image_io
 from src.core.cli import ensure_writable, report_errors, run
+from src.core.skeleton import BODY_135, Layout
 from src.decoder import draw
-from src.decoder.writers import wholebody_records, write_openpose_json
+from src.decoder.writers import records as result_records
+from src.decoder.writers import write_openpose_json
 from src.inference import Inference, load_model
 
 log = logging.getLogger(__name__)
@@ -83,8 +88,8 @@ def predict(cfg: DictConfig) -> dict:
     out = ensure_writable(cfg.out, "out", folder=True)  # before the model is loaded and any image is run
     with checkpoint.trusted(bool(cfg.get("trust_checkpoint", False))):
         model = load_model(cfg.ckpt_path, cfg.device)
-    inference = Inference(model, instantiate(cfg.decoder), list(cfg.scales), cfg.device, cfg.flip,
-                          cfg.precision)
+    decoder = instantiate(cfg.decoder, _partial_=True)(layout=model.layout)
+    inference = Inference(model, decoder, list(cfg.scales), cfg.device, cfg.flip, cfg.precision)
     if is_video:
         return predict_video(cfg, inference, source, out)
     return predict_images(cfg, inference, files, out)
@@ -96,12 +101,12 @@ default level is slower still) in ~25 ms, longer than the decoder takes to find 
 
 
 def write_image_outputs(out: Path, stem: str, image: np.ndarray, people: list, overlay: bool,
-                        overlay_format: str = "jpg") -> None:
+                        overlay_format: str = "jpg", layout: Layout = BODY_135) -> None:
     """``<stem>_keypoints.json`` and, with ``overlay``, ``<stem>_overlay.<overlay_format>``."""
-    write_openpose_json(people, out / f"{stem}_keypoints.json")
+    write_openpose_json(people, out / f"{stem}_keypoints.json", layout)
     if overlay:
-        cv2.imwrite(str(out / f"{stem}_overlay.{overlay_format}"),
-                    draw.draw_people(image, [p.keypoints for p in people]), OVERLAY_FORMATS[overlay_format])
+        picture = draw.draw_people(image, [p.keypoints for p in people], layout=layout)
+        cv2.imwrite(str(out / f"{stem}_overlay.{overlay_format}"), picture, OVERLAY_FORMATS[overlay_format])
 
 
 def _people(inference: Inference, image, height: int) -> list:
@@ -110,7 +115,8 @@ def _people(inference: Inference, image, height: int) -> list:
 
 
 def predict_images(cfg: DictConfig, inference: Inference, files: list[Path], out: Path) -> dict:
-    """One OpenPose JSON (and overlay) per image, plus the run's COCO-WholeBody records and image list."""
+    """One OpenPose JSON (and overlay) per image, plus the run's COCO result records and image list."""
+    layout = inference.decoder.layout
     records, images, skipped = [], [], []
     ids = image_ids(files)
     for iid, path in zip(ids, tqdm(files, desc="predict", unit="img", disable=not cfg.progress), strict=True):
@@ -121,11 +127,12 @@ def predict_images(cfg: DictConfig, inference: Inference, files: list[Path], out
             log.warning("skipped %s", err)
             continue
         people = _people(inference, image, int(cfg.height))
-        write_image_outputs(out, path.stem, image, people, cfg.overlay, cfg.overlay_format)
-        records += wholebody_records(people, iid)
+        write_image_outputs(out, path.stem, image, people, cfg.overlay, cfg.overlay_format, layout)
+        records += result_records(people, iid, layout)
         images.append({"id": iid, "file_name": path.name, "height": image.shape[0], "width": image.shape[1],
                        "people": len(people)})
-    (out / "results_wholebody.json").write_text(json.dumps(records))
+    results = "results_wholebody.json" if layout.wholebody_parts else "results_keypoints.json"
+    (out / results).write_text(json.dumps(records))
     (out / "images.json").write_text(json.dumps({"images": images, "skipped": skipped}, indent=1))
     summary = {"processed": len(images), "skipped": len(skipped), "people": len(records), "out": str(out)}
     print(f"predict: {len(images)} images, {len(records)} people, {len(skipped)} skipped -> {out}")
@@ -166,9 +173,10 @@ def predict_video(cfg: DictConfig, inference: Inference, source: str, out: Path)
     try:
         while frame is not None:
             people = _people(inference, frame, int(cfg.height))
-            write_openpose_json(people, out / f"{stem}_{frames:012d}_keypoints.json")
+            layout = inference.decoder.layout
+            write_openpose_json(people, out / f"{stem}_{frames:012d}_keypoints.json", layout)
             if writer is not None:
-                writer.write(draw.draw_people(frame, [p.keypoints for p in people]))
+                writer.write(draw.draw_people(frame, [p.keypoints for p in people], layout=layout))
             frames, people_count = frames + 1, people_count + len(people)
             bar.update(1)
             ok, frame = capture.read()

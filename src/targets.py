@@ -21,7 +21,7 @@ import math
 import torch
 
 from src.core.geometry import STRIDE, cell_centre
-from src.core.skeleton import BODY_135, Layout, get_layout
+from src.core.skeleton import BODY_135, Layout
 
 LN100 = 4.6052
 """The released truncation constant: a Gaussian is written where d^2 / 2 sigma^2 <= ln 100 (value >= 1%)."""
@@ -46,8 +46,8 @@ class Targets:
                    3.5) down-right of the limb (§9.6).
     roi_grow:      per-side growth of the person box that masks parts with visibility 3/4 (§3.4 step 3).
     background_roi_grow: per-side growth of the box inside which ``paper`` masks the absent channels.
-    layout:        the keypoint layout (``src.core.skeleton.Layout``, or its config name ``body135`` |
-                   ``body_foot``); its ``body`` group decides COCO-like. A subset layout (``body_foot``) takes
+    layout:        the keypoint layout (anything ``Layout.of`` reads: a Layout, its data, a name, a file); its
+                   ``body`` group, where it has one, decides COCO-like. A subset layout (``body_foot``) takes
                    the batch's 135-point keypoints and draws its own points (``Layout.select``).
 
     A point is drawn when its code is 0/1, its channel is labelled by the source and its coordinates are
@@ -63,7 +63,7 @@ class Targets:
             raise ValueError(f"targets.paf_centre must be 'aligned' or 'released', got {paf_centre!r}")
         if stride < 1 or paf_width <= 0:
             raise ValueError(f"targets.stride must be >= 1 and paf_width > 0, got {stride}, {paf_width}")
-        self.layout = get_layout(layout)
+        self.layout = Layout.of(layout)
         self.stride = int(stride)
         self.mask_policy = mask_policy
         self.small_weight = float(small_weight)
@@ -119,7 +119,9 @@ class Targets:
         nb, npeople, (h, w), device = len(base), keypoints.shape[1], base.shape[-2:], base.device
         pa, pb = (torch.as_tensor(x, device=device) for x in (self.layout.pairs_a, self.layout.pairs_b))
         present = torch.cat([labelled, (labelled[:, pa] & labelled[:, pb]).repeat_interleave(2, dim=1)], 1)
-        background = labelled[:, self.layout.group_slice("body")].all(dim=1) & (self.mask_policy == "paper")
+        body = self.layout.groups.get("body")  # a plain layout's samples label all of it: nothing to mask
+        coco_like = labelled[:, body.start:body.stop].all(dim=1) if body else torch.zeros_like(labelled[:, 0])
+        background = coco_like & (self.mask_policy == "paper")
         outside = base
         if background.any():
             outside = base * ~self._person_cells(keypoints, draw, (h, w), self.background_roi_grow).any(dim=1)

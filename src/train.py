@@ -81,6 +81,9 @@ def _train(cfg: DictConfig, trust: bool) -> dict:
     loggers = build_loggers(cfg, resume_step)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     datamodule = instantiate(cfg.data)
+    if not datamodule.val_gt:
+        log.warning("no validation set (data.val finds no shards): the run trains without metrics, "
+                    "best.ckpt and %s", METRICS_FILE)
     if ckpt:
         log.info("resuming %s from %s at step %d", cfg.run_dir, ckpt, resume_step)
     # Lightning reads the resumed checkpoint itself: weights-only too (its default follows torch.load's, which
@@ -88,7 +91,7 @@ def _train(cfg: DictConfig, trust: bool) -> dict:
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=not trust)
     # After ddp_spawn the parent's trainer keeps its callback metrics but not the step: trust val/step there.
     validated = int(trainer.callback_metrics.get("val/step", -1))
-    if validated < trainer.global_step:
+    if validated < trainer.global_step and datamodule.val_gt:
         trainer.validate(model, datamodule=datamodule)  # the final metrics are those of the final weights
         validated = trainer.global_step
     run_dir = Path(cfg.run_dir)
@@ -106,7 +109,11 @@ def _train(cfg: DictConfig, trust: bool) -> dict:
 @report_errors
 def main(cfg: DictConfig) -> None:
     result = train(cfg)
-    log.info("done at step %d; metrics in %s", result["global_step"], Path(cfg.run_dir) / METRICS_FILE)
+    if result["metrics"] is None:
+        log.info("done at step %d; no validation, no metrics (checkpoints in %s)", result["global_step"],
+                 Path(cfg.run_dir) / "checkpoints")
+    else:
+        log.info("done at step %d; metrics in %s", result["global_step"], Path(cfg.run_dir) / METRICS_FILE)
 
 
 if __name__ == "__main__":

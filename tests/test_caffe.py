@@ -13,6 +13,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from layouts import sized
 
 from src.core import checkpoint
 from src.inference import load_model
@@ -135,7 +136,7 @@ def test_bad_files_name_the_first_layer_that_disagrees(released, tmp_path, case)
         path.write_bytes(path.read_bytes()[:-1000])  # the last layer loses its end
         match = "truncated inside layer Mconv7_stage0_L1"
     else:  # the official BODY_25 (shallow stages, 26 + 26x2 outputs): the first PAF conv is 96 wide
-        cfg = {**model_cfg("shallow_wholebody")["net"], "num_keypoints": 26, "num_pairs": 26}
+        cfg = {**model_cfg("shallow_wholebody")["net"], "layout": sized(26, 26).to_dict()}
         with torch.device("meta"):
             body25 = instantiate(cfg)
         shapes = body25.state_dict()

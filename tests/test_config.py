@@ -77,7 +77,7 @@ def test_data_preset_composes(name):
         evaluate = compose("evaluate", overrides=[f"data={name}"])  # the entry point that reads data alone
     assert flat(OmegaConf.to_container(evaluate.data)) == {
         k: v for k, v in flat(OmegaConf.to_container(compose_train(f"data={name}").data)).items()
-        if k not in ("crop", "val_size", "targets")}
+        if k not in ("crop", "val_size", "targets", "layout")}
 
 
 @pytest.mark.parametrize("name", presets("model"))

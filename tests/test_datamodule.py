@@ -320,8 +320,8 @@ def test_preset_source_shares_are_realised(preset, tmp_path):
     """Every source of the preset as a small shard set; 2000 samples through the real per-batch mixing give
     each source its share within 2 points, and each source is augmented with the preset's scale range."""
     with initialize_config_dir(config_dir=str(CONF / "data"), version_base="1.3"):
-        overrides = [f"root={tmp_path}", "num_workers=0", "+crop=16", "batch_size=2", "batches_per_epoch=1000",
-                     "shuffle_buffer=4"]
+        overrides = [f"root={tmp_path}", "num_workers=0", "+crop=16", "batch_size=2",
+                     "batches_per_epoch=1000", "shuffle_buffer=4"]
         cfg = compose(config_name=preset, overrides=overrides)
     shares = {n: s["probability"] for n, s in cfg.sources.items()}
     assert shares == PRESET_SHARES[preset] and abs(sum(shares.values()) - 1) < 1e-9

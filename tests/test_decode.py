@@ -17,7 +17,7 @@ from src.decoder import decode as decode_module
 from src.decoder.connections import Connections, score_connections
 from src.decoder.decode import Decoder, Person, decode, to_image_pixels
 from src.decoder.peaks import Peaks, find_peaks
-from src.decoder.writers import openpose_json, wholebody_records, write_openpose_json
+from src.decoder.writers import openpose_json, records, write_openpose_json
 from src.targets import Targets
 
 ALL = torch.ones(1, 135, dtype=torch.bool)
@@ -197,15 +197,15 @@ def test_paf_rule_95_percent_and_close_pairs():
     pafs[2 * 6, 30:33, :] = 1.0                         # pair 6 (5 -> 7) points along +x on rows 30-32
     peaks = Peaks(np.array([5, 5, 7, 7]), np.array([10, 10, 70, 10.3], np.float32),
                   np.array([31, 10, 31, 10.2], np.float32), np.ones(4, np.float32))
-    conns = score_connections(pafs, peaks)
+    conns = score_connections(pafs, peaks, BODY_135)
     got = {(int(a), int(b)): float(s) for a, b, s in zip(conns.a, conns.b, conns.score, strict=True)}
     assert got[(0, 2)] == pytest.approx(1.0)            # along the field: accepted with its mean
     assert got[(1, 3)] == pytest.approx(0.05 + 1e-6)    # < sqrt(HW)/150 apart, no field: close-pair rule
     assert (0, 3) not in got and (1, 2) not in got      # across the field: rejected
     pafs[2 * 6, 31, 40] = -1.0                          # one of the 19 samples fails: > 95% no longer holds
     pafs[2 * 6, 30:33, 40] = -1.0
-    assert (0, 2) not in {(int(a), int(b)) for a, b in zip(score_connections(pafs, peaks).a,
-                                                            score_connections(pafs, peaks).b, strict=True)}
+    conns = score_connections(pafs, peaks, BODY_135)
+    assert (0, 2) not in {(int(a), int(b)) for a, b in zip(conns.a, conns.b, strict=True)}
 
 
 def test_sub_pixel_refinement_and_border_peaks():
@@ -298,7 +298,7 @@ def test_wrong_shapes_are_named():
 def test_empty_peaks_and_connections():
     peaks = find_peaks(torch.zeros(135, 2, 2))
     assert len(peaks) == 0
-    conns = score_connections(torch.zeros(304, 2, 2), peaks)
+    conns = score_connections(torch.zeros(304, 2, 2), peaks, BODY_135)
     assert isinstance(conns, Connections) and len(conns.k) == 0
 
 
@@ -307,7 +307,7 @@ def test_writers(tmp_path, scene):
     kp, maps, fine, decoder = scene
     people = to_image_pixels(decoder.decode_resized(fine, maps[:135]), 2.0, (4.0, 0.0))
     person = people[0]
-    recs = wholebody_records(people, image_id=7)
+    recs = records(people, image_id=7)
     assert len(recs) == len(people)
     rec = recs[0]
     assert rec["image_id"] == 7 and rec["category_id"] == 1
@@ -335,10 +335,10 @@ def test_part_without_points_is_zero_in_its_record():
     kp[:17] = [10, 20, 0.9]
     person = Person(kp, 0.1, {"body": 0.5, "foot": 0.0, "face": 0.0, "lefthand": 0.0, "righthand": 0.0,
                               "wholebody": 0.1})
-    rec = wholebody_records([person], 1)[0]
+    rec = records([person], 1)[0]
     assert not any(rec["face_kpts"]) and not any(rec["foot_kpts"]) and not any(rec["lefthand_kpts"])
     kp[30] = [12, 30, 0.8]                                       # one left-hand point: the hand and its wrist
-    rec = wholebody_records([person], 1)[0]
+    rec = records([person], 1)[0]
     assert rec["lefthand_kpts"][:3] == pytest.approx([10, 20, 0.9]) and rec["lefthand_kpts"][20] == 0.8
 
 
@@ -421,7 +421,8 @@ def test_lazy_equals_full(name, monkeypatch):
     assert a.part[oa].tolist() == b.part[ob].tolist()
     assert np.abs(a.x[oa] - b.x[ob]).max(initial=0) < 1e-3 and np.abs(a.y[oa] - b.y[ob]).max(initial=0) < 1e-3
     assert np.abs(a.score[oa] - b.score[ob]).max(initial=0) < 1e-5
-    ca, cb = score_connections(fine[135:], a), score_connections(late[135:], a)   # the same peaks
+    ca = score_connections(fine[135:], a, BODY_135)   # the same peaks
+    cb = score_connections(late[135:], a, BODY_135)
     pairs = lambda c: sorted(zip(c.a.tolist(), c.b.tolist(), strict=True))  # noqa: E731
     assert pairs(ca) == pairs(cb)
     assert np.abs(np.sort(ca.score) - np.sort(cb.score)).max(initial=0) < 1e-5
@@ -459,11 +460,11 @@ def test_pair_bound_settles_most_candidates_without_reading(monkeypatch):
     grid = LazyMaps._grid
     monkeypatch.setattr(LazyMaps, "_grid", lambda self, c, ys, xs: counted.append(len(c)) or grid(self, c, ys,
                                                                                                  xs))
-    with_bound = score_connections(late[135:], peaks)
+    with_bound = score_connections(late[135:], peaks, BODY_135)
     reads = sum(counted)
     counted.clear()
     monkeypatch.setattr(LazyMaps, "pair_bound", lambda *args: None)
-    without = score_connections(late[135:], peaks)
+    without = score_connections(late[135:], peaks, BODY_135)
     assert (with_bound.a == without.a).all() and (with_bound.b == without.b).all()
     assert np.array_equal(with_bound.score, without.score)
     assert reads < sum(counted) / 2

@@ -21,6 +21,7 @@ as far as it can be without doing the work:
 from __future__ import annotations
 
 import importlib.util
+import logging
 import re
 import runpy
 import shlex
@@ -107,6 +108,22 @@ def _source(module: str) -> Path:
 def _is_hydra(module: str) -> bool:
     """An entry point under ``@hydra.main`` (the others take plain arguments)."""
     return "@hydra.main" in _source(module).read_text()
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was():
+    """An entry point run in this process configures logging (Hydra's job logging disables the loggers that
+    exist): put every logger back afterwards, so later tests' ``caplog`` still sees them."""
+    manager = logging.root.manager
+    saved = {name: (lg.disabled, lg.level, lg.propagate, list(lg.handlers))
+             for name, lg in manager.loggerDict.items() if isinstance(lg, logging.Logger)}
+    root = (logging.root.level, list(logging.root.handlers))
+    yield
+    for name, lg in list(manager.loggerDict.items()):
+        if isinstance(lg, logging.Logger):
+            fresh = (False, logging.NOTSET, True, [])
+            lg.disabled, lg.level, lg.propagate, lg.handlers = saved.get(name, fresh)
+    logging.root.level, logging.root.handlers = root
 
 
 def _run_module(module: str, args: list[str], monkeypatch, capsys) -> str:

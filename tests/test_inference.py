@@ -6,7 +6,7 @@ import torch
 
 from bench.scenes import crowd
 from src.core.skeleton import BODY_135
-from src.decoder.draw import LIMBS, draw_people
+from src.decoder.draw import draw_people, style
 from src.inference import Inference, multiscale_maps, unflip
 from src.targets import Targets
 
@@ -25,7 +25,7 @@ def test_unflip_brings_the_mirrored_image_maps_back_onto_the_original():
     mirrored[..., 0] = size[1] - 1 - kp[..., 0]
     mirrored = mirrored[:, BODY_135.flip_index]
     maps, mirror_maps = _maps(kp, size), _maps(mirrored, size)
-    back = unflip(maps, mirror_maps)  # mirror_maps: what a perfect network answers for the mirrored image
+    back = unflip(maps, mirror_maps, BODY_135)  # mirror_maps: a perfect network's answer to the mirror image
     assert (maps.abs() > 0.5).sum() > 1000  # the scene is not empty
     assert torch.allclose(back, maps, atol=1e-5)
     # and a wrong table would show: without the channel swap the heatmaps disagree
@@ -51,7 +51,7 @@ def test_flip_runs_the_mirrored_input_and_averages():
         return torch.zeros(x.shape[0], BODY_135.num_channels, x.shape[2] // 8, x.shape[3] // 8)
 
     x = torch.rand(1, 3, 60, 84)
-    out = multiscale_maps(model, x, [1.0, 0.5], flip=True)
+    out = multiscale_maps(model, x, [1.0, 0.5], flip=BODY_135)
     assert [m.shape[-2:] for m in out] == [(8, 11), (4, 6)]
     assert len(calls) == 4 and torch.equal(calls[1], calls[0].flip(-1))  # padded to 64 x 88, then mirrored
 
@@ -94,4 +94,4 @@ def test_overlay_draws_anatomical_limbs_not_paf_pairs_with_confidence_alpha():
     kp[BODY_135.index("LElbow"), 2] = 0.05
     weak = draw_people(image, [kp]).astype(int).sum()
     assert draw_people(image, [kp]).max(2)[75, 75] > 0 and weak < 0.8 * strong
-    assert len(LIMBS) == sum(len(v) for v in BODY_135.limbs.values()) == 128
+    assert len(style(BODY_135)[0]) == sum(len(v) for v in BODY_135.limbs.values()) == 128

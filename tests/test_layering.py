@@ -1,4 +1,4 @@
-"""The import rule of the house: each package imports only the packages below it (docs/decisions.md, "Layout").
+"""The import rule of the house: each package imports only the packages below it (docs/decisions.md).
 
 Read from the source with ``ast`` (every ``import``/``from`` statement, also inside functions), plus one real
 import in a fresh interpreter: a loader worker imports data code only.

@@ -6,6 +6,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from layouts import sized
+from omegaconf import OmegaConf
 
 from src.core.skeleton import BODY_135
 from src.model.net import VGG19, PoseNet, StridedStem, count_parameters, load_backbone
@@ -42,7 +44,7 @@ def test_shallow_wholebody_is_body25_sized():
     assert size == 368
     # with BODY_25's own outputs (26 heatmaps incl. background, 26 pairs): the official 26.2 M (spec §5.1)
     cfg = net_config("shallow_wholebody").net
-    cfg.num_keypoints, cfg.num_pairs = 26, 26
+    cfg = {**OmegaConf.to_container(cfg), "layout": sized(26, 26).to_dict()}
     with torch.device("meta"):
         body25 = instantiate(cfg)
     assert count_parameters(body25) == pytest.approx(26.2e6, rel=0.005)
@@ -55,7 +57,7 @@ def test_every_preset_gives_one_output_per_stage(preset):
     cfg = net_config(preset).net
     x = torch.zeros(1, 3, size, size, device="meta")
     outs = net(x)
-    k, p = cfg.num_keypoints, cfg.num_pairs
+    k, p = net.num_keypoints, net.num_pairs
     assert len(outs) == len(cfg.paf_stages) + len(cfg.cm_stages)
     grid = (size // 8, size // 8)
     for o in outs[: len(cfg.paf_stages)]:
@@ -123,7 +125,7 @@ def test_backbone_loads_torchvision_keys_and_checkpoints(tmp_path):
 
 # -- loss --------------------------------------------------------------------------------------------------
 def test_channel_groups_partition_the_439_channels():
-    groups = channel_groups(135, 152)
+    groups = channel_groups(BODY_135)
     assert set(groups) == {"body", "foot", "hands", "face"}
     flat = sorted(c for idx in groups.values() for c in idx)
     assert flat == list(range(439))
@@ -265,7 +267,7 @@ def test_folded_net_gives_the_same_maps_for_less_work(case):
         net = instantiate(net_config("tiny").net)
     else:
         net = PoseNet(StridedStem((8, 8, 8), batch_norm=True), [12], [[1, 4, 4], [1, 4, 16], [2, 4, 4]],
-                      [[1, 4, 16], [1, 4, 4]], num_keypoints=5, num_pairs=4, batch_norm=True)
+                      [[1, 4, 16], [1, 4, 4]], layout=sized(5, 4), batch_norm=True)
     net = _randomised(net)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     folded = FoldedPoseNet(net)

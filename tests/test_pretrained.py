@@ -211,12 +211,13 @@ def test_init_from_starts_a_fresh_run_from_the_checkpoint_weights(tmp_path):
     assert all(lr == start for lr, start in first.lrs)  # the schedule starts at its start
 
 
-def test_init_from_another_output_layout_is_strict_unless_told(tmp_path):
-    other = instantiate(tiny("model.net.num_keypoints=25", "model.net.num_pairs=35"), _recursive_=False)
-    path = tmp_path / "body25.ckpt"
+def test_init_from_another_output_layout_copies_its_channels_by_name(tmp_path):
+    """A body-foot checkpoint into a BODY_135 run: the 25 shared heatmaps (every BODY_FOOT name is a BODY_135
+    name) and the 35 shared pairs are copied, strict or not; the other channels keep their initialisation."""
+    other = instantiate(tiny("layout=body_foot"), _recursive_=False)
+    path = tmp_path / "body_foot.ckpt"
     torch.save({"state_dict": other.state_dict(), "hyper_parameters": dict(other.hparams)}, path)
-    with pytest.raises(InstantiationException, match=r"paf_stages.0.out.weight: checkpoint \(70, 96, 1, 1\)"):
-        instantiate(tiny(f"model.init_from={path}"), _recursive_=False)
-    module = instantiate(tiny(f"model.init_from={path}", "model.init_strict=false"), _recursive_=False)
+    module = instantiate(tiny(f"model.init_from={path}"), _recursive_=False)
     assert torch.equal(module.net.adapter[0].weight, other.net.adapter[0].weight)
-    assert module.net.cm_stages[0].out.weight.shape[0] == 135  # left at its initialisation
+    ours, theirs = module.net.cm_stages[0].out.weight, other.net.cm_stages[0].out.weight
+    assert ours.shape[0] == 135 and torch.equal(ours[:25], theirs)

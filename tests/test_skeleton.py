@@ -372,14 +372,12 @@ def test_body_foot_layout_is_body135s_first_25_points():
     its targets are BODY_135's at the same channels, and its maps go back into the 439 channels."""
     import torch
 
-    from src.core.skeleton import BODY_FOOT, get_layout, layout_of
     from src.targets import Targets
 
     assert (BODY_FOOT.num_keypoints, BODY_FOOT.num_pairs, BODY_FOOT.num_channels) == (25, 35, 95)
-    assert BODY_FOOT.names == BODY_135.names[:25] and get_layout("body_foot") is BODY_FOOT
-    assert layout_of(95) is BODY_FOOT and layout_of(439) is BODY_135
-    pairs = [BODY_135.pairs[(c - 135) // 2] for c in BODY_FOOT.body135_channels[25::2]]
-    assert pairs == list(BODY_FOOT.pairs)
+    assert BODY_FOOT.names == BODY_135.names[:25] and Layout.of("body_foot") is BODY_FOOT
+    assert set(BODY_FOOT.pairs) <= set(BODY_135.pairs)  # BODY_135's pairs among the 25, in its order
+    assert list(BODY_FOOT.pairs) == [p for p in BODY_135.pairs if max(p) < 25]
     assert list(BODY_FOOT.flip_index) == list(BODY_135.flip_index[:25])
     rng = np.random.default_rng(0)
     kp = np.zeros((2, 3, 135, 3), np.float32)
@@ -390,12 +388,11 @@ def test_body_foot_layout_is_body135s_first_25_points():
     labelled[1, 19:25] = False  # a COCO-17 + MPII-like sample
     full = Targets()(torch.from_numpy(kp), torch.from_numpy(labelled), None, (64, 64))
     sub = Targets(layout="body_foot")(torch.from_numpy(kp), torch.from_numpy(labelled), None, (64, 64))
-    channels = torch.as_tensor(BODY_FOOT.body135_channels)
+    where = {pair: p for p, pair in enumerate(BODY_135.pairs)}  # BODY_FOOT's pairs are BODY_135's
+    pafs = [135 + 2 * where[pair] + c for pair in BODY_FOOT.pairs for c in (0, 1)]
+    channels = torch.as_tensor([*range(25), *pafs])
     for a, b in zip(full, sub, strict=True):
         assert b.shape == (2, 95, 8, 8) and torch.allclose(a[:, channels], b, atol=1e-6)
-    back = BODY_FOOT.to_body135(sub[0][0])
-    assert back.shape == (439, 8, 8) and torch.equal(back[channels], sub[0][0])
-    assert back[25:135].abs().sum() == 0
 
 
 # -- a layout is data ---------------------------------------------------------------------------------------
@@ -438,3 +435,21 @@ def test_a_bad_layout_is_refused_by_key(data, message):
 def test_a_missing_layout_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="no file at"):
         Layout.of(str(tmp_path / "nope.yaml"))
+
+
+@pytest.mark.parametrize("name, layout", [("body135", BODY_135), ("body_foot", BODY_FOOT)])
+def test_the_layout_files_hold_the_builtin_layouts(name, layout):
+    """conf/layout/*.yaml (what a run's `layout=` reads) are the built-in objects, as data."""
+    from src.core.skeleton import LAYOUT_DIR
+
+    assert Layout.load(LAYOUT_DIR / f"{name}.yaml") == layout
+
+
+def test_a_layout_is_found_by_name_in_the_layout_folder(tmp_path, monkeypatch):
+    import src.core.skeleton as skeleton
+
+    lay = Layout.from_dict({"name": "tri", "keypoints": ["a", "b", "c"], "pairs": [["a", "b"], ["b", "c"]],
+                            "sigmas": [7.0] * 3})
+    lay.save(tmp_path / "tri.yaml")
+    monkeypatch.setattr(skeleton, "LAYOUT_DIR", tmp_path)
+    assert Layout.of("tri") == lay and Layout.of(str(tmp_path / "tri.yaml")) == lay

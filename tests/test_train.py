@@ -291,13 +291,13 @@ def test_body_foot_layout_trains_and_validates(shards, tmp_path):
     run = tmp_path / "run"
     cfg = tiny_cfg(shards, run, "model.val_scales=[1.0]", "trainer.max_steps=2",
                    "trainer.val_check_interval=2", experiment="smoke_body_foot")
-    assert (cfg.model.net.num_keypoints, cfg.model.net.num_pairs, cfg.targets.layout) == (25, 35, "body_foot")
+    assert cfg.layout.name == cfg.model.net.layout.name == cfg.targets.layout.name == "BODY_FOOT"
     out = train(cfg)
     assert out["global_step"] == 2 and out["bad_steps"] == 0
     assert all(len(out["metrics"][part]) == 10 for part in ("body", "foot"))
     with open(run / "metrics.csv", newline="") as f:
         columns = set(next(csv.reader(f)))
-    assert {"train/loss/body", "train/loss/foot", "val/body/AP", "val/foot/AP"} <= columns
+    assert {"train/loss/body", "train/loss/foot", "val/body/AP", "val/foot/AP", "val/AP"} <= columns
     assert "train/loss/face" not in columns
 
 
@@ -421,7 +421,7 @@ def test_sigusr1_saves_and_goes_on_sigterm_saves_and_exits(shards, tmp_path):
 # -- scale-out: shard URLs ----------------------------------------------------------------------------------
 def test_short_run_reads_shards_through_pipe_and_http(shards, tmp_path):
     """Train shards of one source through ``pipe:cat``, of another and the val shards over http (a server
-    thread on 127.0.0.1), with the README's quoting."""
+    thread on 127.0.0.1), with the quoting docs/data.md gives."""
     import functools
     import http.server
     import threading

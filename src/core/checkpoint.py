@@ -25,6 +25,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from src.core.skeleton import BODY_135, BODY_FOOT, Layout
+
 log = logging.getLogger(__name__)
 
 RENAMED_TARGETS = {"src.model.": "src.model.net."}
@@ -131,15 +133,36 @@ def _renamed(cfg: dict) -> dict:
     return out
 
 
+def legacy_layout(num_keypoints: int = 135, num_pairs: int | None = None) -> Layout:
+    """The layout of a file written before files recorded theirs, by its point (and pair) counts: then there
+    were BODY_135 (135 points) and its body-foot subset (25). The one place a layout follows from counts."""
+    for layout in (BODY_135, BODY_FOOT):
+        if layout.num_keypoints == num_keypoints and num_pairs in (None, layout.num_pairs):
+            return layout
+    raise CheckpointError(f"a file without a layout, with {num_keypoints} keypoints and {num_pairs} pairs: "
+                          f"not one of the layouts such files had (BODY_135 135/152, BODY_FOOT 25/35)")
+
+
+def _with_layout(net_cfg: dict) -> dict:
+    """A saved network config with its ``layout`` data: a config from before layouts were recorded
+    (``num_keypoints``/``num_pairs``, or neither for BODY_135) is given the layout it was trained with."""
+    if "layout" in net_cfg:
+        return net_cfg
+    net_cfg = dict(net_cfg)
+    k, p = net_cfg.pop("num_keypoints", 135), net_cfg.pop("num_pairs", 152)
+    net_cfg["layout"] = legacy_layout(int(k), int(p)).to_dict()
+    return net_cfg
+
+
 def network_state(path: str | Path, what: str = "ckpt_path"
                   ) -> tuple[dict[str, torch.Tensor], dict | None, dict]:
-    """(network tensors without the module prefix, the network config saved with them or None, the
-    checkpoint's hyper-parameters or {})."""
+    """(network tensors without the module prefix, the network config saved with them (with its layout) or
+    None, the checkpoint's hyper-parameters or {})."""
     ckpt = read(path, what)
     tensors = strip_prefix(ckpt.get("state_dict", ckpt), "backbone.", path)
     hparams = dict(ckpt.get("hyper_parameters") or {})
     saved = hparams.get("net")
-    return tensors, (_renamed(plain(saved)) if saved is not None else None), hparams
+    return tensors, (_with_layout(_renamed(plain(saved))) if saved is not None else None), hparams
 
 
 def build_network(model_cfg: DictConfig | dict | None, ckpt_path: str | Path | None = None
@@ -165,12 +188,21 @@ def build_network(model_cfg: DictConfig | dict | None, ckpt_path: str | Path | N
     return net.eval(), cfg
 
 
-def init_weights(net: nn.Module, path: str | Path, strict: bool = True) -> list[str]:
+def init_weights(net: nn.Module, path: str | Path, strict: bool = True,
+                 names: dict[str, str] | None = None) -> list[str] | str:
     """Copy the network tensors of the checkpoint at ``path`` into ``net`` (``model.init_from``: weights only,
     no optimiser, schedule or step). Strict: a tensor missing on either side or of another shape is an error
-    naming the first one. Not strict: those tensors keep their initialisation and are returned (and logged),
-    e.g. the output convs of another output layout."""
-    tensors, _, _ = network_state(path, "model.init_from")
+    naming the first one. Not strict: those tensors keep their initialisation and are returned (and logged).
+
+    A checkpoint of another layout than ``net.layout`` (its saved one; a plain state dict's is
+    :func:`legacy_layout` of its head sizes) is copied by keypoint name instead, whatever ``strict`` (its
+    heads never fit): :func:`transfer_by_name` with ``names`` (``model.init_names``); returns its summary."""
+    tensors, saved, _ = network_state(path, "model.init_from")
+    source = _source_layout(tensors, saved, net)
+    if source != net.layout:
+        return transfer_by_name(tensors, source, net, names)
+    if names:
+        log.warning("model.init_names ignored: the checkpoint has this run's layout %s", source.name)
     own = net.state_dict()
     odd = [f"{k}: checkpoint {tuple(v.shape)}, network {tuple(own[k].shape)}"
            for k, v in tensors.items() if k in own and v.shape != own[k].shape]
@@ -185,3 +217,93 @@ def init_weights(net: nn.Module, path: str | Path, strict: bool = True) -> list[
         log.warning("init_from: left initialised: %s", line)
     log.info("weights: %d of %d tensors from %s", len(fit), len(own), path)
     return odd
+
+
+def _source_layout(tensors: dict[str, torch.Tensor], saved: dict | None, net: nn.Module) -> Layout:
+    """The layout the checkpoint's tensors were trained on: its saved network config's; for a plain state dict
+    the legacy layout of its heatmap and PAF counts (or, counts of no legacy layout, the network's when they
+    equal its own); the network's for one without heads (a backbone)."""
+    if saved is not None:
+        return Layout.of(saved["layout"])
+    heads = [tensors.get(f"{kind}_stages.0.out.weight") for kind in ("cm", "paf")]
+    if any(t is None for t in heads):
+        return net.layout
+    k, p = heads[0].shape[0], heads[1].shape[0] // 2
+    if (k, p) == (net.layout.num_keypoints, net.layout.num_pairs) and (k, p) not in ((135, 152), (25, 35)):
+        return net.layout
+    return legacy_layout(k, p)
+
+
+def _remap(fresh: torch.Tensor, theirs: torch.Tensor | None, dim: int, pick: list[tuple[int, int, float]],
+           size: int) -> torch.Tensor | None:
+    """``fresh`` with its slices ``o`` along ``dim`` set to ``sign * theirs[t]`` for each ``(o, t, sign)`` of
+    ``pick``; None when ``theirs`` is absent or not ``fresh``'s shape with ``size`` along ``dim``."""
+    if theirs is None or list(theirs.shape) != [size if d == dim else n for d, n in enumerate(fresh.shape)]:
+        return None
+    out = fresh.clone()
+    if pick:
+        o, t, sign = (torch.tensor(v) for v in zip(*pick, strict=True))
+        shape = [-1 if d == dim else 1 for d in range(out.dim())]
+        out.index_copy_(dim, o, theirs.index_select(dim, t).to(out.dtype) * sign.to(out.dtype).view(shape))
+    return out
+
+
+def transfer_by_name(tensors: dict[str, torch.Tensor], source: Layout, net: nn.Module,
+                     names: dict[str, str] | None = None) -> str:
+    """Copy the tensors of a checkpoint trained on layout ``source`` into ``net`` (a PoseNet of another
+    layout) by keypoint name: ``model.init_from`` across layouts. ``names``: ``{checkpoint's name: this
+    run's name}`` for points named differently (``model.init_names``); other points match by equal name.
+
+    Heatmap channels of matched points and PAF channels of pairs joining the same two points (negated, x,
+    y and bias, when the checkpoint's pair runs the other way) are copied in every stage's output conv and
+    in the input columns of the first conv of every stage that reads an earlier stage's output
+    (``net.reads``); the other channels keep ``net``'s initialisation, as a fresh head. Every other tensor
+    is copied when its shape agrees, else kept. Returns (and logs) a summary of what was copied."""
+    target, names = net.layout, dict(names or {})
+    for theirs, ours in names.items():
+        for name, layout, whose in ((theirs, source, "the checkpoint's"), (ours, target, "this run's")):
+            if name not in layout.names:
+                raise ValueError(f"model.init_names: {name!r} is not a keypoint of {layout.name} ({whose} "
+                                 f"layout; keys name the checkpoint's points, values this run's)")
+    inverse = {ours: theirs for theirs, ours in names.items()}
+    if len(inverse) < len(names):
+        raise ValueError(f"model.init_names: two checkpoint points map onto one of {target.name}: {names}")
+    at = {n: i for i, n in enumerate(source.names)}
+    kp = {j: at[inverse.get(n, n)] for j, n in enumerate(target.names) if inverse.get(n, n) in at}
+    their_pair = {(b, a): (k, -1.0) for k, (a, b) in enumerate(source.pairs)}
+    their_pair.update({(a, b): (k, 1.0) for k, (a, b) in enumerate(source.pairs)})
+    pairs = {j: their_pair[kp[a], kp[b]] for j, (a, b) in enumerate(target.pairs)
+             if a in kp and b in kp and (kp[a], kp[b]) in their_pair}
+    pick = {"cm": [(j, i, 1.0) for j, i in kp.items()],
+            "paf": [(2 * j + c, 2 * k + c, s) for j, (k, s) in pairs.items() for c in (0, 1)]}
+    width = {"cm": (target.num_keypoints, source.num_keypoints),
+             "paf": (2 * target.num_pairs, 2 * source.num_pairs)}  # (ours, theirs)
+    stages = ([(f"paf_stages.{i}", "paf") for i in range(len(net.paf_stages))]
+              + [(f"cm_stages.{i}", "cm") for i in range(len(net.cm_stages))])
+    own, new = net.state_dict(), {}
+    for (stage, kind), reads in zip(stages, net.reads, strict=True):
+        for key in (f"{stage}.out.weight", f"{stage}.out.bias"):
+            new[key] = _remap(own[key], tensors.get(key), 0, pick[kind], width[kind][1])
+        if reads:  # its input: the features F, then each read stage's output
+            key = f"{stage}.blocks.0.convs.0.weight"
+            ours = theirs = own[key].shape[1] - sum(width[stages[r][1]][0] for r in reads)
+            cols = [(c, c, 1.0) for c in range(ours)]
+            for r in reads:
+                read = stages[r][1]
+                cols += [(ours + o, theirs + t, s) for o, t, s in pick[read]]
+                ours, theirs = ours + width[read][0], theirs + width[read][1]
+            new[key] = _remap(own[key], tensors.get(key), 1, cols, theirs)
+    for key in [k for k, v in new.items() if v is None]:
+        log.warning("init_from: %s left initialised: not in the checkpoint or of another size", key)
+    others = [k for k in own if k not in new]
+    fit = {k: tensors[k] for k in others if k in tensors and tensors[k].shape == own[k].shape}
+    net.load_state_dict({**{k: v for k, v in new.items() if v is not None}, **fit}, strict=False)
+    missing = [n for j, n in enumerate(target.names) if j not in kp]
+    unpaired = ["-".join(target.names[i] for i in p) for j, p in enumerate(target.pairs) if j not in pairs]
+    if missing or unpaired:
+        log.info("init_from: not in %s: keypoints %s%s, pairs %s%s", source.name, missing[:8],
+                 " ..." * (len(missing) > 8), unpaired[:8], " ..." * (len(unpaired) > 8))
+    summary = (f"copied {len(kp)}/{target.num_keypoints} keypoint channels, {len(pairs)}/{target.num_pairs} "
+               f"PAF pairs, {len(fit)}/{len(others)} other tensors ({source.name} -> {target.name})")
+    log.info("init_from: %s", summary)
+    return summary

@@ -3,7 +3,8 @@
 Shard members per sample (WebDataset keys share ``key``):
   ``<key>.jpg`` or ``<key>.png``  the original image bytes (JPEG sources are never re-encoded)
   ``<key>.json``                  ``meta`` (see ``Record.meta``) without the people's keypoints
-  ``<key>.keypoints.npy``         float32 ``[P, 135, 3]``: person i's keypoints; omitted when P = 0. Parsing
+  ``<key>.keypoints.npy``         float32 ``[P, K, 3]``: person i's keypoints in the shards' layout (K = 135
+                                  for the BODY_135 family); omitted when P = 0. Parsing
                                   1620 numbers per person from JSON costs a loader more than the rest of
                                   the meta together; shards written by hand may keep ``keypoints`` in the json
   ``<key>.ignore.png``            uint8, 255 where the loss ignores the image (crowds, unlabelled people);
@@ -18,16 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from src.core.skeleton import BODY_135
-
 KEYPOINTS = "keypoints.npy"
 
 
 @dataclass
 class Record:
     """``meta`` holds: ``image_id`` (int), ``file_name``, ``width``, ``height``, ``source``, ``groups`` (the
-    BODY_135 groups the source labels, see ``src.core.skeleton.BODY_135.groups``) and ``people``: a list of
-    ``{"id", "keypoints" (135 x [x, y, v], v the codes of src.core.skeleton), "bbox" [x, y, w, h], "area",
+    groups of the shards' layout the source labels, e.g. ``BODY_135.groups``) and ``people``: a list of
+    ``{"id", "keypoints" (K x [x, y, v], v the codes of src.core.skeleton), "bbox" [x, y, w, h], "area",
     "center" [x, y], "scale" (estimated full-person height in px; augmentation resizes it to 288*m)}``."""
 
     key: str
@@ -51,21 +50,23 @@ class Record:
         return out
 
 
-def read_meta(sample: dict) -> dict:
-    """A shard sample's meta with every person's ``keypoints`` as a float32 ``[135, 3]`` array, from the
-    ``.keypoints.npy`` member or, when there is none, from the json. Raises ``ValueError`` (json, npy or a
-    shape other than 135 x 3 per person) or ``KeyError`` (a person without keypoints)."""
+def read_meta(sample: dict, num_keypoints: int = 135) -> dict:
+    """A shard sample's meta with every person's ``keypoints`` as a float32 ``[K, 3]`` array (K =
+    ``num_keypoints``, the shards' layout's), from the ``.keypoints.npy`` member or, when there is none, from
+    the json. Raises ``ValueError`` (json, npy or a shape other than K x 3 per person) or ``KeyError`` (a
+    person without keypoints)."""
     meta = json.loads(sample["json"])
     people = meta["people"] = meta.get("people") or []
     if KEYPOINTS in sample:
         kps = np.load(io.BytesIO(sample[KEYPOINTS]), allow_pickle=False)
-        if kps.shape[1:] != (BODY_135.num_keypoints, 3) or len(kps) != len(people):
-            raise ValueError(f"{KEYPOINTS} holds an array of shape {kps.shape} for {len(people)} people")
+        if kps.shape[1:] != (num_keypoints, 3) or len(kps) != len(people):
+            raise ValueError(f"{KEYPOINTS} holds an array of shape {kps.shape} for {len(people)} people "
+                             f"of {num_keypoints} keypoints")
         for p, k in zip(people, kps.astype(np.float32, copy=False), strict=True):
             p["keypoints"] = k
         return meta
     for p in people:
         p["keypoints"] = np.asarray(p["keypoints"], np.float32)
-        if p["keypoints"].shape != (BODY_135.num_keypoints, 3):
-            raise ValueError(f"keypoints of person {p.get('id')} are not {BODY_135.num_keypoints} x 3")
+        if p["keypoints"].shape != (num_keypoints, 3):
+            raise ValueError(f"keypoints of person {p.get('id')} are not {num_keypoints} x 3")
     return meta

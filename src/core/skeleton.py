@@ -34,6 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
+LAYOUT_DIR = Path(__file__).resolve().parents[2] / "conf" / "layout"
+"""Where layout files live (``layout=NAME`` in a run's config picks ``conf/layout/NAME.yaml``)."""
+
 
 @dataclass(frozen=True, eq=False)
 class Layout:
@@ -206,11 +209,15 @@ class Layout:
     @classmethod
     def of(cls, layout) -> Layout:
         """A ``Layout`` from what a config or a file holds: a Layout, its data (dict / OmegaConf node), a
-        built-in's name (``body135`` | ``body_foot``) or a YAML file's path."""
+        built-in's name (``body135`` | ``body_foot``), a YAML file's path, or the name of a file in the
+        project's ``conf/layout/``."""
         if isinstance(layout, Layout):
             return layout
         if isinstance(layout, str):
-            return LAYOUTS[layout.lower()] if layout.lower() in LAYOUTS else cls.load(layout)
+            if layout.lower() in LAYOUTS:
+                return LAYOUTS[layout.lower()]
+            named = LAYOUT_DIR / f"{layout}.yaml"
+            return cls.load(named if not Path(layout).exists() and named.is_file() else layout)
         if layout is None:
             raise ValueError("layout: none given (a layout name, file or its data)")
         return cls.from_dict(layout)
@@ -333,6 +340,12 @@ class Layout:
         return sorted(self.group_flip.get(g, g) for g in groups)
 
     # -- a subset of BODY_135 --------------------------------------------------------------------------------
+    @property
+    def shard_layout(self) -> Layout:
+        """The layout whose points this layout's shards and batches hold: BODY_135 for a subset of it
+        (``BODY_FOOT`` trains from the whole-body shards), the layout itself otherwise."""
+        return self if self.source_index is None else BODY_135
+
     def select(self, keypoints, labelled):
         """BODY_135 keypoints ``[..., 135, 3]`` and labelled ``[..., 135]`` -> this layout's points (unchanged
         when they already have this layout's K, or for BODY_135 itself)."""
@@ -340,27 +353,6 @@ class Layout:
             return keypoints, labelled
         idx = list(self.source_index)
         return keypoints[..., idx, :], labelled[..., idx]
-
-    @cached_property
-    def body135_channels(self) -> np.ndarray:
-        """The BODY_135 output channel of each of this layout's channels (heatmaps, then PAF x, y)."""
-        if self.source_index is None:
-            return np.arange(self.num_channels)
-        where = {pair: p for p, pair in enumerate(BODY_135.pairs)}
-        pairs = [where[self.source_index[a], self.source_index[b]] for a, b in self.pairs]
-        paf = [BODY_135.num_keypoints + 2 * p + c for p in pairs for c in (0, 1)]
-        return np.array([*self.source_index, *paf])
-
-    def to_body135(self, maps):
-        """``[..., C, h, w]`` maps of this layout -> ``[..., 439, h, w]`` BODY_135 maps, zero where this
-        layout has no channel (no peaks, no limbs there), so BODY_135's decoder reads them unchanged."""
-        if self.source_index is None:
-            return maps
-        import torch  # only here: the rest of this module (used by the shard converters) needs numpy only
-
-        out = maps.new_zeros((*maps.shape[:-3], BODY_135.num_channels, *maps.shape[-2:]))
-        out[..., torch.as_tensor(self.body135_channels, device=maps.device), :, :] = maps
-        return out
 
     # -- back to COCO-WholeBody 133 (for evaluation) --------------------------------------------------------
     def to_wholebody133(self, kp: np.ndarray, as_gt: bool = False) -> dict[str, list[float]]:
@@ -554,22 +546,3 @@ def _plain(data) -> dict:
 
         data = OmegaConf.to_container(data, resolve=True)
     return data
-
-
-def get_layout(layout: str | Layout) -> Layout:
-    """A ``Layout`` by config name (``body135`` | ``body_foot``), or the layout given."""
-    if isinstance(layout, Layout):
-        return layout
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; known: {list(LAYOUTS)}")
-    return LAYOUTS[layout]
-
-
-def layout_of(channels: int) -> Layout:
-    """The layout whose output has ``channels`` channels (439: BODY_135, 95: BODY_FOOT)."""
-    for layout in LAYOUTS.values():
-        if layout.num_channels == channels:
-            return layout
-    raise ValueError(f"no layout has {channels} output channels; known: "
-                     f"{ {n: lay.num_channels for n, lay in LAYOUTS.items()} }")
-

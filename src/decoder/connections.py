@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from src.core.skeleton import BODY_135
+from src.core.skeleton import Layout
 from src.decoder.maps import FullMaps, LazyMaps, as_maps
 from src.decoder.peaks import Peaks
 
@@ -42,17 +42,17 @@ class Connections:
     score: np.ndarray
 
 
-def candidate_pairs(peaks: Peaks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def candidate_pairs(peaks: Peaks, layout: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every (pair type, peak of part A, peak of part B) combination as flat arrays ``k, a, b``."""
-    counts = peaks.counts(BODY_135.num_keypoints)
+    counts = peaks.counts(layout.num_keypoints)
     start = np.cumsum(counts) - counts
-    n_a, n_b = counts[BODY_135.pairs_a], counts[BODY_135.pairs_b]
+    n_a, n_b = counts[layout.pairs_a], counts[layout.pairs_b]
     size = n_a * n_b
     total = int(size.sum())
-    k = np.repeat(np.arange(BODY_135.num_pairs), size)
+    k = np.repeat(np.arange(layout.num_pairs), size)
     j = np.arange(total) - np.repeat(np.cumsum(size) - size, size)
-    a = start[BODY_135.pairs_a][k] + j // n_b[k]
-    b = start[BODY_135.pairs_b][k] + j % n_b[k]
+    a = start[layout.pairs_a][k] + j // n_b[k]
+    b = start[layout.pairs_b][k] + j % n_b[k]
     return k, a, b
 
 
@@ -65,14 +65,15 @@ def _needed(min_above: float) -> np.ndarray:
     return need
 
 
-def score_connections(pafs: torch.Tensor | FullMaps | LazyMaps, peaks: Peaks, peak_threshold: float = 0.05,
-                      inter_threshold: float = 0.05, inter_min_above: float = 0.95) -> Connections:
-    """Score all candidate pairs on ``pafs [304, H, W]`` (input resolution); keep those above 1e-6, sorted by
-    score + 0.1 conf(A) + 0.1 conf(B), best first (the order of the greedy assembly, §7.5 step 1). ``pafs``: a
-    tensor, or ``FullMaps`` / ``LazyMaps`` that compute only the values read."""
+def score_connections(pafs: torch.Tensor | FullMaps | LazyMaps, peaks: Peaks, layout: Layout,
+                      peak_threshold: float = 0.05, inter_threshold: float = 0.05,
+                      inter_min_above: float = 0.95) -> Connections:
+    """Score all candidate pairs of ``layout`` on ``pafs [2P, H, W]`` (input resolution); keep those above
+    1e-6, sorted by score + 0.1 conf(A) + 0.1 conf(B), best first (the order of the greedy assembly, §7.5
+    step 1). ``pafs``: a tensor, or ``FullMaps`` / ``LazyMaps`` that compute only the values read."""
     pafs = as_maps(pafs)
     h, w = pafs.shape[1:]
-    k, a, b = candidate_pairs(peaks)
+    k, a, b = candidate_pairs(peaks, layout)
     ax, ay = peaks.x[a], peaks.y[a]
     dx, dy = peaks.x[b] - ax, peaks.y[b] - ay
     norm = np.sqrt(dx * dx + dy * dy)

@@ -1,4 +1,4 @@
-"""Network output (or ground-truth maps) -> people: the OpenPose BODY_135 decoder (spec §7).
+"""Network output (or ground-truth maps) -> people: the OpenPose decoder (spec §7), for the decoder's layout.
 
 One straight line, each stage its own module:
 ``resize`` (bicubic to the network input, averaged over scales; here, computed only where the later stages
@@ -6,10 +6,12 @@ read it with ``resize: lazy``, see ``maps.py``) -> ``peaks.find_peaks`` ->
 ``connections.score_connections`` -> ``assemble.greedy`` -> ``assemble.merge_face_fragments`` /
 ``keep_people`` -> ``Person`` (here).
 
-Scores. ``Person.score`` is OpenPose's: (sum of keypoint confidences + sum of PAF scores) / (135 + 152).
-``Person.part_scores[part]`` is the same formula restricted to one COCO-WholeBody part: the part's point
+Scores. ``Person.score`` is OpenPose's: (sum of keypoint confidences + sum of PAF scores) / (K + P), e.g.
+135 + 152 for BODY_135. ``Person.part_scores[part]`` is the same formula restricted to one part of the layout
+(``Layout.parts``; BODY_135's are the COCO-WholeBody parts): the part's point
 confidences plus the PAF scores of the pairs with both ends in the part, divided by its number of points plus
-pairs (body 17 + 26, foot 6 + 2, face 68 + 70, each hand 21 + 20); ``wholebody`` is ``score``. A part is 1.0
+pairs (BODY_135: body 17 + 26, foot 6 + 2, face 68 + 70, each hand 21 + 20); ``wholebody`` is ``score``
+for the BODY_135 family (a layout with COCO-WholeBody parts). A part is 1.0
 when every point and link was found at full strength and falls with each one missing, and does not depend on
 what the other parts found (so a person whose hands were not seen is not ranked lower for body AP).
 """
@@ -22,40 +24,18 @@ import numpy as np
 import torch
 
 from src.core.geometry import STRIDE
-from src.core.skeleton import BODY_135, layout_of
-from src.decoder.assemble import greedy, keep_people, merge_face_fragments, pair_scores
+from src.core.skeleton import Layout
+from src.decoder.assemble import Counting, greedy, keep_people, merge_face_fragments, pair_scores
 from src.decoder.connections import score_connections
 from src.decoder.maps import FullMaps, LazyMaps, bicubic_matrix
 from src.decoder.peaks import find_peaks
 
-PART_POINTS: dict[str, np.ndarray] = {
-    "body": np.array(BODY_135.wholebody_parts["keypoints"]),
-    "foot": np.array(BODY_135.wholebody_parts["foot_kpts"]),
-    "face": np.array(BODY_135.wholebody_parts["face_kpts"]),
-    "lefthand": np.array(BODY_135.wholebody_parts["lefthand_kpts"]),
-    "righthand": np.array(BODY_135.wholebody_parts["righthand_kpts"]),
-}
-PART_PAIRS: dict[str, np.ndarray] = {
-    name: np.nonzero(np.isin(BODY_135.pairs_a, idx) & np.isin(BODY_135.pairs_b, idx))[0]
-    for name, idx in PART_POINTS.items()
-}
-
-
-def _as_body135(maps: torch.Tensor) -> torch.Tensor:
-    """BODY_135 maps as they are; a subset layout's (by its channel count) embedded into the 439 channels."""
-    if maps.dim() == 3 and maps.shape[0] != BODY_135.num_channels:
-        try:
-            return layout_of(maps.shape[0]).to_body135(maps)
-        except ValueError:
-            return maps  # _scales names the bad shape
-    return maps
-
 
 @dataclass
 class Person:
-    """One decoded person: ``keypoints [135, 3]`` (x, y, confidence; zeros when missing) in network-input
-    pixels, ``score`` (OpenPose's person score) and ``part_scores`` (body, foot, face, lefthand, righthand,
-    wholebody; see the module docstring)."""
+    """One decoded person: ``keypoints [K, 3]`` (x, y, confidence; zeros when missing) in network-input
+    pixels, ``score`` (OpenPose's person score) and ``part_scores`` (one per part of the layout; see the
+    module docstring)."""
 
     keypoints: np.ndarray
     score: float
@@ -70,6 +50,8 @@ class Decoder:
     min_parts, min_mean_score: §7.5 step 3 (3, 0.4); fallback_*: the maximize_positives pair (2, 0.05) used
     when nobody passes. face_margins, face_overlap, face_overlap_few: the face-fragment merge.
     stride: of the maps (8).
+    layout: the keypoint layout of the maps (``Layout.of``: a Layout, its data, a name or a file): K heatmaps
+    then 2P PAF channels; the assembly counts its groups as §7.5 does (face and hands as one part each).
     resize: ``lazy`` (default) computes the upsampled maps only where the stages read them (``maps.LazyMaps``:
     windows around the peak seeds, PAF samples); ``full`` upsamples all 439 maps first (``resize``; 540 MB at
     480x640), the reference the lazy reads are tested against. The same people either way.
@@ -80,7 +62,7 @@ class Decoder:
                  min_parts: int = 3, min_mean_score: float = 0.4, fallback_min_parts: int = 2,
                  fallback_min_mean_score: float = 0.05, face_margins: tuple[float, float] = (0.2, 0.1),
                  face_overlap: float = 0.3, face_overlap_few: float = 0.01, stride: int = STRIDE,
-                 resize: str = "lazy"):
+                 resize: str = "lazy", layout="body135"):
         self.peak_threshold = float(peak_threshold)
         self.max_peaks = int(max_peaks)
         self.refine_radius = int(refine_radius)
@@ -97,13 +79,17 @@ class Decoder:
         if resize not in ("full", "lazy"):
             raise ValueError(f"decoder.resize must be 'full' or 'lazy', got {resize!r}")
         self.resize_mode = resize  # the method resize() keeps its name
-        self.layout = BODY_135  # the assembly (src.decoder.assemble) is BODY_135's spec §7.5 as it stands
+        self.layout = Layout.of(layout)
+        self.counting = Counting.of(self.layout)
+        self.part_points = {name: np.array(idx) for name, idx in self.layout.parts.items()}
+        a, b = self.layout.pairs_a, self.layout.pairs_b
+        self.part_pairs = {name: np.nonzero(np.isin(a, idx) & np.isin(b, idx))[0]
+                           for name, idx in self.part_points.items()}
 
     def __call__(self, maps: torch.Tensor | list[torch.Tensor], input_size: tuple[int, int],
                  scales: list[float] | None = None) -> list[Person]:
-        """``maps [439, h, w]`` at ``stride`` (or a list over scales) -> people in ``input_size`` pixels.
-        Maps of another layout (``BODY_FOOT``'s 95 channels) are placed into the BODY_135 channels first."""
-        maps = [_as_body135(m) for m in maps] if isinstance(maps, list | tuple) else _as_body135(maps)
+        """``maps [K + 2P, h, w]`` at ``stride`` (or a list over scales) -> people in ``input_size``
+        pixels."""
         coarse = None if isinstance(maps, list | tuple) and len(maps) > 1 else maps
         if coarse is not None:
             coarse = (coarse[0] if isinstance(coarse, list | tuple) else coarse)[:self.layout.num_keypoints]
@@ -152,24 +138,25 @@ class Decoder:
 
     def decode_resized(self, maps: torch.Tensor | LazyMaps, coarse: torch.Tensor | None = None
                        ) -> list[Person]:
-        """``maps [439, H, W]`` at the network input (``resize``, or ``lazy``: computed where read) -> people.
-        ``coarse``: the 135 heatmaps at ``stride`` where the peak search starts (sampled from ``maps`` if
+        """``maps [K + 2P, H, W]`` at the network input (``resize``, or ``lazy``: computed where read) ->
+        people.
+        ``coarse``: the K heatmaps at ``stride`` where the peak search starts (sampled from ``maps`` if
         None)."""
         maps = FullMaps(maps.float()) if isinstance(maps, torch.Tensor) else maps
         heat, pafs = maps[:self.layout.num_keypoints], maps[self.layout.num_keypoints:]
         peaks = find_peaks(heat, self.peak_threshold, self.max_peaks, self.refine_radius, self.stride,
                            coarse)
-        conns = score_connections(pafs, peaks, self.peak_threshold, self.inter_threshold,
+        conns = score_connections(pafs, peaks, self.layout, self.peak_threshold, self.inter_threshold,
                                   self.inter_min_above)
-        slots, used = greedy(peaks, conns)
-        slots = merge_face_fragments(slots, peaks, self.face_margins, self.face_overlap,
+        slots, used = greedy(peaks, conns, self.layout.num_keypoints)
+        slots = merge_face_fragments(slots, peaks, self.counting.face, self.face_margins, self.face_overlap,
                                      self.face_overlap_few)
-        pairs = pair_scores(slots, conns, used, len(peaks))
+        pairs = pair_scores(slots, conns, used, len(peaks), self.layout.num_pairs)
         found = slots >= 0
         conf = np.where(found, peaks.score[np.maximum(slots, 0)], 0.0)
         total = conf.sum(1) + pairs.sum(1)
-        keep = keep_people(found, total, self.min_parts, self.min_mean_score, self.fallback_min_parts,
-                           self.fallback_min_mean_score)
+        keep = keep_people(found, total, self.counting, self.min_parts, self.min_mean_score,
+                           self.fallback_min_parts, self.fallback_min_mean_score)
         return self._people(slots[keep], conf[keep], pairs[keep], total[keep], peaks)
 
     def _people(self, slots: np.ndarray, conf: np.ndarray, pairs: np.ndarray, total: np.ndarray,
@@ -183,9 +170,10 @@ class Decoder:
         # C-ordered copies: numpy sums each row of those as it sums a 1-D array, so a person's scores do not
         # depend on who else was found (a fancy-indexed column block would be summed in another order).
         parts = {name: (np.ascontiguousarray(conf[:, idx]).sum(1)
-                        + np.ascontiguousarray(pairs[:, PART_PAIRS[name]]).sum(1))
-                 / (len(idx) + len(PART_PAIRS[name])) for name, idx in PART_POINTS.items()}
-        parts["wholebody"] = score
+                        + np.ascontiguousarray(pairs[:, self.part_pairs[name]]).sum(1))
+                 / (len(idx) + len(self.part_pairs[name])) for name, idx in self.part_points.items()}
+        if self.layout.wholebody_parts:
+            parts["wholebody"] = score
         return [Person(kp[p], float(score[p]), {name: float(v[p]) for name, v in parts.items()})
                 for p in range(len(slots))]
 

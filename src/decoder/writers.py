@@ -1,7 +1,8 @@
-"""Writers for decoded people: COCO-WholeBody result records and OpenPose JSON version 1.3 (spec §7.6).
+"""Writers for decoded people: COCO result records (COCO-WholeBody for the BODY_135 family, plain COCO
+keypoints for any other layout) and OpenPose JSON version 1.3 (spec §7.6).
 
 Both take ``src.decoder.decode.Person`` objects whose keypoints are already in the pixels wanted in the file
-(usually the original image's, as ``src.inference`` returns them).
+(usually the original image's, as ``src.inference`` returns them), in the layout's point order.
 """
 
 from __future__ import annotations
@@ -11,53 +12,59 @@ from pathlib import Path
 
 import numpy as np
 
-from src.core.skeleton import BODY_135
+from src.core.skeleton import BODY_135, Layout
 from src.decoder.decode import Person
 
-FACE_70 = list(BODY_135.groups["face"])
-HAND_LEFT_21 = BODY_135.hand("left")
-HAND_RIGHT_21 = BODY_135.hand("right")
-"""OpenPose's separate arrays, read from the same person: 70 face points; each hand, body wrist first."""
+WHOLEBODY_FIELDS = {name: len(idx) for name, idx in BODY_135.wholebody_parts.items()}
+"""The COCO-WholeBody keypoint fields and their lengths: a layout holding only some of them (BODY_FOOT) writes
+the others as zeros (nothing found)."""
+PART_SCORES = {"body": "score", "foot": "foot_score", "face": "face_score", "lefthand": "lefthand_score",
+               "righthand": "righthand_score", "wholebody": "wholebody_score"}
 
 
-def wholebody_record(person: Person, image_id: int, category_id: int = 1) -> dict:
+def wholebody_record(person: Person, image_id: int, layout: Layout = BODY_135, category_id: int = 1) -> dict:
     """One COCO-WholeBody result record. ``v`` of each point is its confidence, 0 where nothing was found,
     so a part without any found point is dropped by the evaluator. ``score`` is the body score (see the
     part scores of ``Person``), ``wholebody_score`` the person score."""
-    parts = person.part_scores
-    return {
-        "image_id": image_id,
-        "category_id": category_id,
-        **BODY_135.to_wholebody133(person.keypoints),
-        "score": round(parts["body"], 6),
-        "foot_score": round(parts["foot"], 6),
-        "face_score": round(parts["face"], 6),
-        "lefthand_score": round(parts["lefthand"], 6),
-        "righthand_score": round(parts["righthand"], 6),
-        "wholebody_score": round(parts["wholebody"], 6),
-    }
+    fields = {name: [0.0] * (3 * n) for name, n in WHOLEBODY_FIELDS.items()}
+    fields.update(layout.to_wholebody133(person.keypoints))
+    scores = {key: round(person.part_scores.get(part, 0.0), 6) for part, key in PART_SCORES.items()}
+    return {"image_id": image_id, "category_id": category_id, **fields, **scores}
 
 
-def wholebody_records(people: list[Person], image_id: int, category_id: int = 1) -> list[dict]:
-    """Records for all people of one image."""
-    return [wholebody_record(p, image_id, category_id) for p in people]
+def keypoint_record(person: Person, image_id: int, category_id: int = 1) -> dict:
+    """One COCO keypoint result: ``keypoints`` K x (x, y, confidence) in the layout's order, ``score`` the
+    person score."""
+    return {"image_id": image_id, "category_id": category_id, "keypoints": _flat(person.keypoints),
+            "score": round(float(person.score), 6)}
+
+
+def records(people: list[Person], image_id: int, layout: Layout = BODY_135, category_id: int = 1
+            ) -> list[dict]:
+    """Result records for all people of one image: COCO-WholeBody ones for a layout with COCO-WholeBody
+    parts, plain COCO keypoint ones otherwise."""
+    if layout.wholebody_parts:
+        return [wholebody_record(p, image_id, layout, category_id) for p in people]
+    return [keypoint_record(p, image_id, category_id) for p in people]
 
 
 def _flat(kp: np.ndarray) -> list[float]:
     return np.round(np.asarray(kp, np.float32).astype(np.float64).reshape(-1), 3).tolist()
 
 
-def openpose_person(person: Person) -> dict:
-    """One entry of OpenPose's ``people``: all 135 points in ``pose_keypoints_2d`` (as the released BODY_135
-    model writes them), plus face (70) and hands (21, wrist included) copied from the same person so that
-    tools reading the separate arrays work; no 3-D; ``person_id`` -1 as OpenPose writes without tracking."""
+def openpose_person(person: Person, layout: Layout = BODY_135) -> dict:
+    """One entry of OpenPose's ``people``: all the layout's points in ``pose_keypoints_2d`` (as the released
+    BODY_135 model writes them); for a layout with a face and hands (BODY_135), face (70) and hands (21, wrist
+    included) copied from the same person so that tools reading the separate arrays work; no 3-D;
+    ``person_id`` -1 as OpenPose writes without tracking."""
     kp = person.keypoints
+    has = lambda g: g in layout.groups  # noqa: E731
     return {
         "person_id": [-1],
         "pose_keypoints_2d": _flat(kp),
-        "face_keypoints_2d": _flat(kp[FACE_70]),
-        "hand_left_keypoints_2d": _flat(kp[HAND_LEFT_21]),
-        "hand_right_keypoints_2d": _flat(kp[HAND_RIGHT_21]),
+        "face_keypoints_2d": _flat(kp[list(layout.groups["face"])]) if has("face") else [],
+        "hand_left_keypoints_2d": _flat(kp[layout.hand("left")]) if has("lhand") else [],
+        "hand_right_keypoints_2d": _flat(kp[layout.hand("right")]) if has("rhand") else [],
         "pose_keypoints_3d": [],
         "face_keypoints_3d": [],
         "hand_left_keypoints_3d": [],
@@ -65,14 +72,14 @@ def openpose_person(person: Person) -> dict:
     }
 
 
-def openpose_json(people: list[Person]) -> dict:
-    """The per-frame OpenPose document, version 1.3."""
-    return {"version": 1.3, "people": [openpose_person(p) for p in people]}
+def openpose_json(people: list[Person], layout: Layout = BODY_135) -> dict:
+    """The per-frame OpenPose document, version 1.3, with the layout's name (the points' order)."""
+    return {"version": 1.3, "layout": layout.name, "people": [openpose_person(p, layout) for p in people]}
 
 
-def write_openpose_json(people: list[Person], path: str | Path) -> Path:
+def write_openpose_json(people: list[Person], path: str | Path, layout: Layout = BODY_135) -> Path:
     """Write ``openpose_json(people)`` to ``path`` (OpenPose names it ``<image stem>_keypoints.json``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(openpose_json(people)))
+    path.write_text(json.dumps(openpose_json(people, layout)))
     return path

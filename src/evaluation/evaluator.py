@@ -34,7 +34,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from src.core.skeleton import Layout, get_layout
+from src.core.skeleton import Layout
 
 STATS = ("AP", "AP .5", "AP .75", "AP (M)", "AP (L)", "AR", "AR .5", "AR .75", "AR (M)", "AR (L)")
 FIELDS = {"keypoints": 17, "foot_kpts": 6, "face_kpts": 68, "lefthand_kpts": 21, "righthand_kpts": 21}
@@ -474,7 +474,7 @@ def evaluate_keypoints(gt: dict | str | Path, preds: list[dict], layout: Layout 
     pycocotools' ``params.useCats = 0`` is no substitute: for keypoints its ``computeOks`` still reads the
     per-category lists under category -1, finds no GT there and scores every image 0 (pycocotools 2.0.11).
     """
-    layout = get_layout(layout)
+    layout = Layout.of(layout)
     _check_engine(engine)
     _check_layout(layout)
     k = layout.num_keypoints
@@ -509,7 +509,7 @@ def evaluate(gt: dict | str | Path, preds: list[dict], layout: Layout | str, eng
     """AP/AR per part for ``layout``: :func:`evaluate_wholebody` for the BODY_135 family (a layout with
     ``wholebody_parts``; ``gt`` and ``preds`` in COCO-WholeBody's format), :func:`evaluate_keypoints`
     otherwise (plain COCO keypoints in the layout's order)."""
-    layout = get_layout(layout)
+    layout = Layout.of(layout)
     if layout.wholebody_parts:
         return evaluate_wholebody(gt, preds, engine)
     return evaluate_keypoints(gt, preds, layout, engine)

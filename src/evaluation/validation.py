@@ -1,4 +1,5 @@
-"""Validation while training: decode each rank's images, gather the records once, score the six parts.
+"""Validation while training: decode each rank's images, gather the records once, score every part (the six
+COCO-WholeBody parts for the BODY_135 family, ``Layout.parts`` for any other layout).
 
 DDP rule (pipeline_recipes.md findings 7 and 9): ranks may see different numbers of val batches, so nothing
 here runs a collective per batch; :meth:`ValidationCollector.evaluate` gathers the per-image records once to
@@ -16,21 +17,22 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from src.core.skeleton import BODY_135
+from src.core.skeleton import BODY_135, Layout
 from src.decoder import draw
 from src.decoder.decode import Person
-from src.decoder.writers import wholebody_records
-from src.evaluation.evaluator import PART_FIELDS, evaluate_wholebody
+from src.decoder.writers import records
+from src.evaluation.evaluator import PART_FIELDS, evaluate
 
 log = logging.getLogger(__name__)
 
 
 class ValidationCollector:
-    """Per-image COCO-WholeBody result records of one validation pass, the GT json of each val source (as
-    the batches name it), and a few images to draw."""
+    """Per-image COCO result records (of ``layout``) of one validation pass, the GT json of each val source
+    (as the batches name it), and a few images to draw."""
 
-    def __init__(self, num_images: int = 4):
+    def __init__(self, num_images: int = 4, layout: Layout = BODY_135):
         self.num_images = num_images
+        self.layout = layout
         self.reset()
 
     def reset(self) -> None:
@@ -41,13 +43,13 @@ class ValidationCollector:
 
     def add(self, batch: dict, people: list[list[Person]], maps: torch.Tensor) -> None:
         """One validation batch: ``people`` per image in original-image pixels (``src.inference``), ``maps``
-        ``[B, 439, h, w]`` of the padded batch at one scale (drawn for the first images)."""
+        ``[B, K + 2P, h, w]`` of the padded batch at one scale (drawn for the first images)."""
         for i, found in enumerate(people):
             image_id, source = int(batch["image_id"][i]), batch["source"][i]
             self.gts.setdefault(source, batch["gt"][i])
             mine = batch["labelled"][i].cpu().numpy().astype(bool)
             self.labelled[source] = self.labelled.get(source, np.zeros_like(mine)) | mine
-            self.records.setdefault(source, {})[image_id] = wholebody_records(found, image_id)
+            self.records.setdefault(source, {})[image_id] = records(found, image_id, self.layout)
             if len(self.samples) < self.num_images:
                 ih, iw = (int(v) for v in batch["input_size"][i])
                 image = draw.to_bgr_uint8(batch["image"][i])[:ih, :iw]
@@ -64,11 +66,11 @@ class ValidationCollector:
         first one listed in ``data.val`` whenever rank 0 reads a shard of it)."""
         mine = (self.gts, self.records, self.labelled)
         if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return _score([mine])
+            return _score([mine], self.layout)
         rank = dist.get_rank()
         parts = [None] * dist.get_world_size() if rank == 0 else None
         dist.gather_object(mine, parts, dst=0)
-        box = [_score(parts) if rank == 0 else None]
+        box = [_score(parts, self.layout) if rank == 0 else None]
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
@@ -76,8 +78,8 @@ class ValidationCollector:
         """Overlays and map montages of the first images: ``out_dir/step_N_{overlay,maps}.png``, wandb."""
         if not self.samples:
             return
-        overlays = [draw.draw_people(img, people) for img, _, people in self.samples]
-        montages = [draw.montage(img, maps) for img, maps, _ in self.samples]
+        overlays = [draw.draw_people(img, people, layout=self.layout) for img, _, people in self.samples]
+        montages = [draw.montage(img, maps, self.layout) for img, maps, _ in self.samples]
         out_dir.mkdir(parents=True, exist_ok=True)
         files = {"overlay": _stack(overlays, axis=1), "maps": _stack(montages, axis=0)}
         for name, picture in files.items():
@@ -88,9 +90,10 @@ class ValidationCollector:
                                  step=step, caption=list(files))
 
 
-def _score(parts: list[tuple[dict, dict, dict]]) -> dict[str, tuple[dict, int, list[str]]]:
+def _score(parts: list[tuple[dict, dict, dict]], layout: Layout) -> dict[str, tuple[dict, int, list[str]]]:
     """Merge the ranks' (gts, records, labelled points), first copy of each image id, and score each source
-    on every part; the list names the parts the source labels."""
+    on every part; the list names the parts the source labels that the layout predicts (a body-foot network
+    is not scored on faces)."""
     gts: dict[str, str] = {}
     labelled: dict[str, np.ndarray] = {}
     for part_gts, _, part_labelled in parts:
@@ -104,14 +107,21 @@ def _score(parts: list[tuple[dict, dict, dict]]) -> dict[str, tuple[dict, int, l
             for image_id, recs in part.get(source, {}).items():
                 merged.setdefault(image_id, recs)
         preds = [r for recs in merged.values() for r in recs]
-        metrics = evaluate_wholebody(gt, preds)
-        out[source] = (metrics, len(merged), [p for p in metrics if _labels(labelled[source], p)])
+        metrics = evaluate(gt, preds, layout)
+        own = set(layout.parts)
+        if len(layout.wholebody_parts) == len(BODY_135.wholebody_parts):  # all of them: whole-body, hands
+            own |= {"wholebody", "hand"}
+        out[source] = (metrics, len(merged),
+                       [p for p in metrics if p in own and _labels(labelled[source], p, layout)])
     return out
 
 
-def _labels(labelled: np.ndarray, part: str) -> bool:
-    """Whether a source labelling the points ``labelled`` labels the COCO-WholeBody ``part`` (every point of
-    its fields; ``hand``: both hands): a face set, which also derives nose and eyes, is not a body set."""
+def _labels(labelled: np.ndarray, part: str, layout: Layout = BODY_135) -> bool:
+    """Whether a source labelling the points ``labelled`` labels ``part`` (every point of it). For the
+    BODY_135 family (135-point batches): the COCO-WholeBody part's fields (``hand``: both hands); a face
+    set, which also derives nose and eyes, is not a body set."""
+    if not layout.wholebody_parts:
+        return bool(labelled[list(layout.parts[part])].all())
     fields = PART_FIELDS.get(part, PART_FIELDS["lefthand"] + PART_FIELDS["righthand"])
     return all(labelled[list(BODY_135.wholebody_parts[f])].all() for f in fields)
 

@@ -1,6 +1,6 @@
 """What a network costs: parameters, FLOPs at a given input size, and measured batch-1 latency.
 
-Used by the ablation run records, ``match_runtime`` and the runtime benchmark, so every number in the README
+Used by the ablation run records, ``match_runtime`` and the runtime benchmark, so every number in the docs
 comes from the same counting. FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on a copy of
 the network on the ``meta`` device (nothing is computed); it counts 2 FLOPs per multiply-accumulate.
 """

@@ -105,6 +105,7 @@ class FoldedPoseNet(nn.Module):
         super().__init__()
         net = copy.deepcopy(net).eval()
         _fold_batch_norms(net)
+        self.layout = net.layout
         self.backbone, self.adapter = net.backbone, net.adapter
         self.paf_stages, self.cm_stages, self.reads = net.paf_stages, net.cm_stages, net.reads
         stages = [*net.paf_stages, *net.cm_stages]

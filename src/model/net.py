@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from src.core import checkpoint
+from src.core.skeleton import Layout
 from src.model import pretrained
 
 log = logging.getLogger(__name__)
@@ -161,14 +162,15 @@ class PoseNet(nn.Module):
     """Backbone -> adapter (3x3 convs + PReLU) -> PAF stages -> CM stages; see the module docstring."""
 
     def __init__(self, backbone: nn.Module, adapter: list[int], paf_stages: list[list[int]],
-                 cm_stages: list[list[int]], num_keypoints: int = 135, num_pairs: int = 152,
+                 cm_stages: list[list[int]], layout="body135",
                  backbone_init: str | None = None, batch_norm: bool = False, zero_outputs: bool = False,
                  backbone_weights: str | None = None, width_rule: str | None = None):
         super().__init__()
         if not paf_stages or not cm_stages:
             raise ValueError("need at least one PAF stage and one CM stage")
         paf_stages = apply_width_rule(paf_stages, width_rule)  # Table 1 presets: middle widths from a rule
-        self.num_keypoints, self.num_pairs = num_keypoints, num_pairs
+        self.layout = Layout.of(layout)  # K heatmaps and P PAF pairs: the output channels
+        num_keypoints, num_pairs = self.layout.num_keypoints, self.layout.num_pairs
         self.backbone = backbone
         convs: list[nn.Module] = []
         cin = backbone.out_channels
@@ -196,8 +198,16 @@ class PoseNet(nn.Module):
             init_backbone(self.backbone, backbone_init)
 
     @property
+    def num_keypoints(self) -> int:
+        return self.layout.num_keypoints
+
+    @property
+    def num_pairs(self) -> int:
+        return self.layout.num_pairs
+
+    @property
     def num_outputs(self) -> int:
-        return self.num_keypoints + 2 * self.num_pairs
+        return self.layout.num_channels
 
     def stage_modules(self) -> list[nn.Module]:
         """Modules trained with the stage learning-rate multiplier (spec §6: Mconv* x4)."""

@@ -44,10 +44,12 @@ class PoseModule(L.LightningModule):
                  decoder: dict | None = None, loss: dict | None = None, channels_last: bool | None = None,
                  max_bad_steps: int = 20, val_images: int = 4, val_scales: list[float] | None = None,
                  val_flip: bool = False,
-                 init_from: str | None = None, init_strict: bool = True, compile: bool = False):
+                 init_from: str | None = None, init_strict: bool = True, compile: bool = False,
+                 init_names: dict | None = None):
         super().__init__()
         net, optimizer, schedule = _plain(net), _plain(optimizer), _plain(schedule)
         decoder, loss, val_scales = _plain(decoder or {}), _plain(loss or {}), _plain(val_scales or [1.0])
+        init_names = _plain(init_names or {})  # {checkpoint's keypoint name: this run's}, for init_from
         self.save_hyperparameters()  # plain dicts: a checkpoint alone rebuilds the module
         if input_size % 8:
             raise ValueError(f"model.input_size must be a multiple of 8, got {input_size}")
@@ -56,17 +58,18 @@ class PoseModule(L.LightningModule):
             net = {**net, "backbone_init": "none", "backbone_weights": None}
         self.net = instantiate(net)
         if init_from:  # weights only: optimiser, schedule and step start fresh (unlike ckpt_path)
-            checkpoint.init_weights(self.net, init_from, init_strict)
-        self.loss = StageLoss(self.net.num_keypoints, self.net.num_pairs, **loss)
+            checkpoint.init_weights(self.net, init_from, init_strict, init_names)  # by name across layouts
+        self.loss = StageLoss(self.net.layout, **loss)
         self.bad_steps = 0    # non-finite losses skipped so far (kept in the checkpoint)
         self.bad_streak = 0   # ... of them in a row
         self.skipped_samples = 0  # bad samples the loader dropped, as the batches report them (this rank)
         self.val_scales = [float(s) for s in val_scales]
         if min(self.val_scales) <= 0:
             raise ValueError(f"model.val_scales must be positive factors, got {self.val_scales}")
-        decoder = instantiate(decoder) if "_target_" in decoder else Decoder(**decoder)
+        decoder = {k: v for k, v in decoder.items() if k != "_target_"}
+        decoder = Decoder(**{**decoder, "layout": self.net.layout})  # always the network's layout
         self.inference = Inference(NetworkModel(self.net), decoder, self.val_scales, flip=val_flip)
-        self.collector = ValidationCollector(val_images)
+        self.collector = ValidationCollector(val_images, self.net.layout)
         self.last_metrics: dict | None = None  # {part: {stat: value}} of the last validation
         self._train_net = None  # torch.compile(self.net) when ``compile``: training forward only
 
@@ -105,8 +108,8 @@ class PoseModule(L.LightningModule):
                              "(set data.targets; conf/train.yaml does)")
         if batch["target"].shape[1] != self.net.num_outputs:
             raise ValueError(f"targets have {batch['target'].shape[1]} channels, the network "
-                             f"{self.net.num_outputs}: set targets.layout to the network's layout "
-                             "(body135: 439, body_foot: 95)")
+                             f"{self.net.num_outputs} (layout {self.net.layout.name}): the targets and the "
+                             "network must take the run's one `layout`")
         saved = [b.detach().clone() for b in self.net.buffers()]  # BatchNorm running stats, if any
         losses, _ = self._losses(batch)
         if not self._finite(losses["total"]):
@@ -178,7 +181,10 @@ class PoseModule(L.LightningModule):
 
         Every source logs ``val/<source>/<part>/<stat>`` for the parts it labels (a face set is scored on
         faces only, a right-hand set on right hands); the first source is also the headline,
-        ``val/<part>/<stat>`` (what ``callbacks.best.monitor`` tracks by default).
+        ``val/<part>/<stat>``, and ``val/AP`` is its main AP (what ``callbacks.best.monitor`` tracks):
+        whole-body where the source is scored on it, else its first part (``body`` for a body-only set,
+        ``keypoints`` for a plain layout), so every validation produces the metric the best checkpoint
+        follows.
         """
         results = self.collector.evaluate()
         for i, (source, (metrics, count, labelled)) in enumerate(results.items()):
@@ -190,6 +196,9 @@ class PoseModule(L.LightningModule):
             if i == 0:
                 self.log("val/step", float(self.global_step))
                 self.last_metrics = metrics
+                if scored:
+                    main = "wholebody" if "wholebody" in scored else next(iter(scored))
+                    self.log("val/AP", scored[main]["AP"])
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             run_dir = Path(self.trainer.default_root_dir)
             if self.last_metrics is not None:  # also read back by train() after ddp_spawn
