@@ -4,12 +4,13 @@ PIP     ?= .venv/bin/pip
 SHARDS  ?= data/shards
 EXP     ?= smoke
 FIXTURES ?= ../shared/fixtures
+OVERFIT ?= data/overfit
 export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_ERROR_REPORTING := false
 # A fresh clone needs nothing but make: the targets that run the project build ./.venv first when it is missing.
 VENV    := $(if $(filter .venv/bin/python,$(PY)),.venv/.installed)
 
-.PHONY: help install test test-full lint shards train overfit-real bench bench-runtime gpu-check clean
+.PHONY: help install test test-full lint shards train overfit overfit-real bench bench-runtime gpu-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -53,6 +54,18 @@ train: $(VENV) ## the main job: synthetic shards if missing, train EXP (smoke: C
 	@test -f $(SHARDS)/synth_wholebody/val/gt.json || $(PY) -m sharding out_dir=$(SHARDS)
 	$(PY) -m src.train +experiment=$(EXP) data.root=$(SHARDS) $(ARGS)
 
+overfit: $(VENV) ## memorise your COCO keypoint file: ANN=FILE IMAGES=DIR [LAYOUT=FILE SIGMAS=[..]] -> logs/overfit
+	@test -n "$(ANN)" && test -n "$(IMAGES)" || \
+		{ echo "make overfit needs ANN=FILE.json IMAGES=DIR (optional: LAYOUT=FILE, or SIGMAS=[...])"; exit 2; }
+	@mkdir -p $(OVERFIT)/conf/layout
+	@if [ -n "$(LAYOUT)" ]; then cp "$(LAYOUT)" $(OVERFIT)/conf/layout/overfit.yaml; else \
+		$(PY) -m src.layout from_coco="$(ANN)" out=$(OVERFIT)/conf/layout/overfit.yaml $(if $(SIGMAS),'sigmas=$(SIGMAS)'); fi
+	$(PY) -m sharding out_dir=$(OVERFIT) only=[custom] sources.custom.layout=$(OVERFIT)/conf/layout/overfit.yaml \
+		sources.custom.train.ann="$(ANN)" sources.custom.train.images="$(IMAGES)" \
+		sources.custom.val.ann="$(ANN)" sources.custom.val.images="$(IMAGES)"
+	$(PY) -m src.train +experiment=overfit layout=overfit 'hydra.searchpath=[file://$(OVERFIT)/conf]' \
+		data.root=$(OVERFIT) $(ARGS)
+
 overfit-real: $(VENV) ## memorise 4 real COCO-WholeBody images (needs $(FIXTURES)) -> logs/overfit_real/last_metrics.json
 	@test -f $(FIXTURES)/coco/test_coco_wholebody.json || \
 		{ echo "overfit-real needs $(FIXTURES)/coco/test_coco_wholebody.json (the shared fixtures)"; exit 2; }
@@ -64,4 +77,4 @@ overfit-real: $(VENV) ## memorise 4 real COCO-WholeBody images (needs $(FIXTURES
 	$(PY) -m src.train +experiment=overfit_real data.root=data/overfit_real $(ARGS)
 
 clean:  ## remove logs and built shards
-	rm -rf logs outputs multirun $(SHARDS) data/overfit_real
+	rm -rf logs outputs multirun $(SHARDS) data/overfit_real $(OVERFIT)

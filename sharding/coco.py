@@ -228,13 +228,20 @@ class CocoKeypoints(_CocoPeople):
     list). Its shards hold the layout's K points, and its val ``gt.json`` is a plain COCO keypoint file."""
 
     def __init__(self, train: dict | None = None, val: dict | None = None, layout=None, **options):
-        if layout is None:
-            raise InputError("CocoKeypoints: give its layout (layout: NAME_OR_PATH, e.g. from python -m "
-                             "src.layout from_coco=ANN.json)")
-        super().__init__(train, val, layout=str(layout) if isinstance(layout, str) else None, **options)
-        self.layout = Layout.of(layout)
+        super().__init__(train, val, layout=layout if isinstance(layout, str) else None, **options)
+        self.has_layout = layout is not None
+        if self.has_layout:
+            self.layout = Layout.of(layout)
         self.groups = list(self.layout.groups)
         self.lengths = {"keypoints": self.layout.num_keypoints}
+
+    def configured(self) -> list[str]:
+        """As any source; a split with paths but no ``layout`` is an error naming the setting."""
+        splits = super().configured()
+        if splits and not self.has_layout:
+            raise InputError("CocoKeypoints: give the layout of its keypoints (sources.<name>.layout=NAME "
+                             "or a file; python -m src.layout from_coco=ANN.json out=FILE writes one)")
+        return splits
 
     def fingerprint_extra(self) -> dict:
         return {**super().fingerprint_extra(), "layout": self.layout.digest}

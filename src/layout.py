@@ -12,22 +12,20 @@ every point, with a warning); ``target_sigma`` is the training Gaussian's sigma 
 point.
 
 A skeleton that points outside the keypoint list, joins a point to itself or leaves a keypoint in no pair is
-refused (one line, exit code 2, nothing written); ``skeleton=[[a,b],...]`` by name (or 1-based index) replaces
+refused (one line, exit code 1, nothing written); ``skeleton=[[a,b],...]`` by name (or 1-based index) replaces
 the file's skeleton.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from src.core.cli import debugging, ensure_writable, one_line, run
+from src.core.cli import ensure_writable, report_errors, run
 from src.core.skeleton import Layout
 
 DEFAULT_OKS_SIGMA = 0.07
@@ -36,7 +34,6 @@ DEFAULT_OKS_SIGMA = 0.07
 DEFAULT_TARGET_SIGMA = 7.0
 """The training Gaussian's sigma in input pixels: BODY_135's body value (spec §3.2)."""
 
-EXIT_BAD_INPUT = 2
 
 # -- left/right from names -----------------------------------------------------------------------------------
 _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
@@ -281,9 +278,17 @@ def summary(layout: Layout) -> list[str]:
 
 
 def _train_hint(out: Path) -> str:
-    """The next command: a layout under conf/layout/ goes by its name, any other by its path."""
-    ref = out.stem if out.resolve().parent.parts[-2:] == ("conf", "layout") else str(out)
-    return f"next: python -m src.train layout={ref} ...   (train on data labelled with these keypoints)"
+    """The next command: ``layout=NAME`` finds a file in a ``layout/`` folder of Hydra's search path
+    (the project's ``conf/layout/``, or another ``.../layout/`` added with ``hydra.searchpath``)."""
+    folder = out.resolve().parent
+    if folder.parts[-2:] == ("conf", "layout") and folder.parent.parent == Path.cwd().resolve():
+        where = ""
+    elif folder.name == "layout":
+        where = f" 'hydra.searchpath=[file://{folder.parent}]'"
+    else:
+        return (f"next: move it into conf/layout/ (or any .../layout/ folder on hydra.searchpath), then "
+                f"python -m src.train layout={out.stem} ...")
+    return f"next: python -m src.train layout={out.stem}{where} data=custom ...   (docs/custom_keypoints.md)"
 
 
 def _opt(value):
@@ -315,24 +320,8 @@ def build(cfg) -> Layout:
     return layout
 
 
-def exits_on_error(fn):
-    """An error becomes ``error: <one line>`` on stderr and exit code 2 (the traceback when debugging)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as err:  # noqa: BLE001 - every error ends here as one line
-            if debugging():
-                raise
-            print(f"error: {one_line(err)}", file=sys.stderr)
-            sys.exit(EXIT_BAD_INPUT)
-
-    return wrapper
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="layout_cli")
-@exits_on_error
+@report_errors
 def main(cfg: DictConfig) -> None:
     build(cfg)
 

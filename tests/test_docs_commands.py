@@ -26,6 +26,7 @@ import re
 import runpy
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,22 @@ def _first_values(args: list[str]) -> list[str]:
     return out
 
 
+def _with_written_layouts(args: list[str]) -> list[str]:
+    """A guide's ``layout=NAME`` names the file its first command (``python -m src.layout ... out=
+    conf/layout/NAME.yaml``) writes: stand one in, on Hydra's search path, when the project has none."""
+    from src.core.skeleton import BODY_FOOT, LAYOUT_DIR
+
+    names = [a.partition("=")[2] for a in args if a.startswith("layout=")]
+    missing = [n for n in names if not (LAYOUT_DIR / f"{n}.yaml").is_file()]
+    if not missing:
+        return args
+    folder = Path(tempfile.mkdtemp()) / "layout"
+    folder.mkdir()
+    for name in missing:
+        BODY_FOOT.save(folder / f"{name}.yaml")
+    return [*args, f"hydra.searchpath=[file://{folder.parent}]"]
+
+
 def check_hydra(module: str, args: list[str], monkeypatch, capsys) -> None:
     if "--help" in args:
         out = _run_module(module, args, monkeypatch, capsys)
@@ -168,6 +185,7 @@ def check_hydra(module: str, args: list[str], monkeypatch, capsys) -> None:
     args = [a for a in args if a not in ("-m", "--multirun")]
     if multirun:
         args = _first_values(args)
+    args = _with_written_layouts(args)
     cfg = OmegaConf.create(_run_module(module, [*args, "--cfg", "job"], monkeypatch, capsys))
     for arg in args:  # quoted values reach the config unchanged (shard URLs: docs/data.md)
         key, _, value = arg.partition("=")

@@ -28,6 +28,7 @@ import contextlib
 import io
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -407,9 +408,19 @@ def _check_layout(layout: Layout) -> None:
 def load_layout_gt(gt: dict | str | Path, layout: Layout) -> dict:
     """A COCO keypoint GT of ``layout`` (a dict or a path), checked for what :func:`evaluate_keypoints` reads:
     each annotation's ``keypoints`` are ``3 K`` finite numbers in the layout's order, ``area`` (the OKS
-    scale) a finite number, ``bbox`` 4 finite numbers, ``num_keypoints`` (optional) a finite number."""
+    scale) a finite number, ``bbox`` 4 finite numbers, ``num_keypoints`` (optional) a finite number. A file
+    without ``area`` (CrowdPose's, for one) is scored with the box's ``w * h``, as its shards' gt.json is, and
+    a warning says so."""
     gt = _load_gt_top(gt)
     k = layout.num_keypoints
+    boxed = [a for a in gt["annotations"] if isinstance(a, dict) and "area" not in a and "bbox" in a]
+    if boxed:
+        warnings.warn(f"GT: {len(boxed)} annotation(s) without 'area' (e.g. id {boxed[0].get('id')!r}): "
+                      "the OKS scale is their box's w x h", stacklevel=2)
+        for a in boxed:
+            box = a["bbox"]
+            if isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box):
+                a["area"] = float(box[2]) * float(box[3])
     for i, ann in enumerate(gt["annotations"]):
         where = f"GT annotations[{i}]" + (f" (id {ann['id']!r})" if isinstance(ann, dict) and "id" in ann
                                           else "")
