@@ -4,12 +4,13 @@
 
 The exported graph is the network folded for inference (``src.model.fold``, as ``predict`` runs a
 checkpoint); it maps a normalised image ``[1, 3, H, W]`` (``pixel / 256 - 0.5``, H and W any multiples of 8)
-to the 439-channel output ``[1, 439, H/8, W/8]`` (135 heatmaps, then 304 PAF channels). Without a checkpoint
-the weights are random (for timing and tests). After writing, the file is loaded back (ONNX Runtime or
-``torch.jit.load``) and run at every size in ``check_sizes``; a max abs difference to PyTorch (the network
-before folding, so the check covers the folding too) above ``tolerance`` is an error. ONNX uses the dynamo
-exporter with dynamic height and width declared as ``8 * Dim``, so any multiple of 8 is accepted; TorchScript
-is traced (the network has no data-dependent control flow).
+to the layout's output ``[1, K + 2P, H/8, W/8]`` (BODY_135: 135 heatmaps, then 304 PAF channels). Without a
+checkpoint the weights are random (for timing and tests). After writing, the file is loaded back (ONNX Runtime
+or ``torch.jit.load``) and run at every size in ``check_sizes``; a max abs difference to PyTorch (the network
+before folding, so the check covers the folding too) above ``tolerance x max(1, max |output|)`` is an error:
+float32 rounding grows with the outputs' scale (an imported or random network's maps reach tens). ONNX uses
+the dynamo exporter with dynamic height and width declared as ``8 * Dim``, so any multiple of 8 is accepted;
+TorchScript is traced (the network has no data-dependent control flow).
 """
 
 from __future__ import annotations
@@ -118,8 +119,9 @@ def export(model_cfg: DictConfig | dict | None, fmt: str, out: str | Path, ckpt_
     else:
         export_torchscript(model, out, sizes[0], meta)
     diff, scale = parity(NetworkModel(net.eval()), out, sizes)
-    if not diff <= tolerance:
-        raise AssertionError(f"{out}: max abs difference to PyTorch {diff:.3e} exceeds {tolerance:g}")
+    if not diff <= tolerance * max(1.0, scale):
+        raise AssertionError(f"{out}: max abs difference to PyTorch {diff:.3e} exceeds tolerance "
+                             f"{tolerance:g} x max(1, max |output| {scale:.3g})")
     meta["parity"] = {"max_abs_diff": diff, "max_abs_output": scale, "sizes": [list(s) for s in sizes],
                       "tolerance": tolerance}
     Path(f"{out}.json").write_text(json.dumps(meta, indent=1))

@@ -125,3 +125,23 @@ def test_cli_writes_file_and_metadata(tmp_path):
     assert meta["format"] == "torchscript" and torch.jit.load(str(out)) is not None
     assert meta["checkpoint"] is None and meta["parity"]["sizes"] == [[64, 64], [48, 80]]
     assert meta["parity"]["max_abs_diff"] <= 1e-4
+
+
+def test_parity_is_read_against_the_outputs_scale(tiny, tmp_path):
+    """An imported or random network whose maps reach ~100: float32 rounding of the folded export differs by
+    more than 1e-4 in absolute terms, but not relative to the outputs (the check is tolerance x max |y|)."""
+    torch.manual_seed(0)
+    module = instantiate(tiny, _recursive_=False)
+    for p in module.net.parameters():
+        p.data += 0.3 * torch.randn_like(p)
+    for stage in [*module.net.paf_stages, *module.net.cm_stages]:
+        stage.out.weight.data *= 50.0
+    path = tmp_path / "large.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    meta = export(None, "torchscript", tmp_path / "large.pt", ckpt_path=str(path), check_sizes=[[64, 64]])
+    parity = meta["parity"]
+    assert parity["max_abs_output"] > 30 and parity["max_abs_diff"] > 1e-4  # absolute 1e-4: refused
+    assert parity["max_abs_diff"] <= 1e-4 * parity["max_abs_output"]
+    with pytest.raises(AssertionError, match=r"exceeds tolerance 1e-12 x max\(1, max \|output\|"):
+        export(None, "torchscript", tmp_path / "strict.pt", ckpt_path=str(path), check_sizes=[[64, 64]],
+               tolerance=1e-12)

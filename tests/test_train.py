@@ -472,3 +472,14 @@ def test_accumulation_and_compile_are_config_knobs_and_compile_keeps_checkpoint_
     keys = set(module.state_dict())
     module.on_fit_start()  # wraps the network (torch.compile is lazy: nothing is compiled here)
     assert module._train_net is not None and set(module.state_dict()) == keys
+
+
+def test_a_resumed_csv_log_keeps_only_the_steps_its_checkpoint_holds(tmp_path):
+    """A checkpoint at global step 2 holds steps 0 and 1: the row of step 2 (logged after it, before the
+    crash) goes, since the resumed run logs step 2 again."""
+    from src.training.logs import ResumableCSVLogger
+
+    (tmp_path / "metrics.csv").write_text("step,train/loss\n0,4.0\n1,3.0\n2,2.0\n3,1.0\n")
+    logger = ResumableCSVLogger(str(tmp_path), resume_step=2)
+    logger.experiment  # noqa: B018 - opening the log is what rewrites it
+    assert csv_steps(tmp_path) == [0, 1]

@@ -12,8 +12,9 @@ class ResumableCSVLogger(CSVLogger):
     """``<save_dir>/metrics.csv``, continued on resume instead of deleted.
 
     Lightning's CSV writer deletes an existing ``metrics.csv``. On a resume from step ``resume_step`` this
-    logger keeps the earlier rows up to that step (rows logged after the checkpoint, before the crash, are
-    dropped: the resumed run logs those steps again), so the file reads as one run with no duplicated step.
+    logger keeps the earlier rows before that step (a checkpoint at global step N holds the training of steps
+    0 ... N-1; rows of step N and later were logged after it, before the crash, and the resumed run logs those
+    steps again), so the file reads as one run with no duplicated step.
     """
 
     def __init__(self, save_dir: str, resume_step: int | None = None, **kwargs):
@@ -35,12 +36,12 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
 
-def _read_rows(path: Path, upto: int) -> tuple[list[dict], list[str]]:
+def _read_rows(path: Path, before: int) -> tuple[list[dict], list[str]]:
     if not path.is_file():
         return [], []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        rows = [r for r in reader if r.get("step") not in (None, "") and int(float(r["step"])) <= upto]
+        rows = [r for r in reader if r.get("step") not in (None, "") and int(float(r["step"])) < before]
         return rows, list(reader.fieldnames or [])
 
 
