@@ -58,10 +58,12 @@ def decode(raw: dict, reduce: int = 1, num_keypoints: int = 135
     try:
         meta = read_meta(raw, num_keypoints)
         for p in meta["people"]:
-            kps = p["keypoints"]
-            lost = ~np.isfinite(kps).all(1) & (np.nan_to_num(kps[:, 2], nan=0) <= 1)
-            kps[lost] = (0, 0, 2)  # a labelled point without finite coordinates: background, not NaN
             p["center"], p["bbox"] = [float(v) for v in p["center"]], [float(v) for v in p["bbox"]]
+            values = {"keypoints": p["keypoints"], "bbox": p["bbox"], "center": p["center"],
+                      "scale": p.get("scale", 1.0)}
+            bad = [k for k, v in values.items() if not np.isfinite(np.asarray(v, np.float64)).all()]
+            if bad:  # written by another tool or an older version: skipped and counted, never trained as 0
+                raise BadSample(f"sample {key!r}: person {p.get('id')} has non-finite {bad[0]}")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BadSample(f"sample {key!r}: bad meta or keypoints ({exc})") from exc
     ignore = None

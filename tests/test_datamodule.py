@@ -17,7 +17,7 @@ from shard_helpers import ALL_GROUPS, sample, write_source
 from datamodules.augment import SCALE_RANGES
 from datamodules.mixing import Counter, batch_source, raw_stream
 from datamodules.packed_targets import pack, unpack
-from datamodules.samples import collate, decode
+from datamodules.samples import BadSample, collate, decode
 from datamodules.wholebody import WholeBodyDataModule
 from src.targets import Targets
 
@@ -212,17 +212,24 @@ def test_a_source_with_nothing_readable_stops_with_its_name(tmp_path):
         list(dm.train_dataloader())
 
 
-def test_non_finite_keypoints_become_unlabelled():
+@pytest.mark.parametrize("field, value", [("keypoints", (np.nan, 5, 1)), ("keypoints", (3, np.inf, 0)),
+                                          ("bbox", [0, 0, np.nan, 9]), ("center", [np.inf, 4]),
+                                          ("scale", np.nan)])
+def test_a_non_finite_record_is_refused_by_name(field, value):
+    """Shards from another tool (or an older version) with NaN or infinite numbers: refused (counted and
+    skipped by the streams), never trained as background with a zero loss."""
     kps = np.zeros((135, 3), np.float32)
     kps[:, 2] = 4
-    kps[0] = (np.nan, 5, 1)
-    kps[1] = (3, np.inf, 0)
     kps[2] = (3, 4, 1)
-    raw = sample("k", 1, "a", ["body"], [{"keypoints": kps.tolist(), "bbox": [0, 0, 9, 9], "center": [4, 4],
-                                          "scale": 9}], np.zeros((12, 12, 3), np.uint8))
-    _, meta, _ = decode(raw)
-    out = meta["people"][0]["keypoints"]
-    assert out[:3].tolist() == [[0, 0, 2], [0, 0, 2], [3, 4, 1]] and (out[3:, 2] == 4).all()
+    person = {"id": 7, "keypoints": kps, "bbox": [0, 0, 9, 9], "center": [4, 4], "scale": 9}
+    if field == "keypoints":
+        person["keypoints"][0] = value
+    else:
+        person[field] = value
+    person["keypoints"] = person["keypoints"].tolist()
+    raw = sample("k", 1, "a", ["body"], [person], np.zeros((12, 12, 3), np.uint8))
+    with pytest.raises(BadSample, match=f"person 7 has non-finite {field}"):
+        decode(raw)
 
 
 def test_validation_reads_each_image_once_and_counts_the_bad_one(root):
