@@ -29,7 +29,7 @@ install:  ## create ./.venv and install the project (CPU torch 2.13.0 first when
 .venv/.installed:
 	$(MAKE) install
 
-test: $(VENV) ## the fast suite (about 5 minutes on 2 cores)
+test: $(VENV) ## the fast suite (about 10 minutes on 2 cores)
 	$(PY) -m pytest -q -m "not slow"
 
 test-full: $(VENV) ## everything, including the slow end-to-end runs
