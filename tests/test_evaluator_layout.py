@@ -115,10 +115,19 @@ def test_crowdpose_gt_as_predictions_scores_one(fixtures):
     assert got["AP"] < 1.0 and got["AR"] == 1.0
 
 
-def test_crowdpose_file_without_area_is_refused(fixtures):
+def test_crowdpose_file_without_area_is_scored_with_its_boxes(fixtures):
+    """CrowdPose's file has no ``area``: scored with each box's w x h, with a warning, as a copy with that
+    area written in is."""
     layout = _fixture_layout(fixtures, "crowdpose")
-    with pytest.raises(EvalInputError, match=r"GT annotations\[0\] \(id 123803\): required field 'area'"):
-        evaluate_keypoints(fixtures / CUSTOM / "crowdpose" / "test_crowdpose.json", [], layout)
+    path = fixtures / CUSTOM / "crowdpose" / "test_crowdpose.json"
+    gt = _json(path)
+    preds = [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0}
+             for a in gt["annotations"] if not a.get("iscrowd", 0)]
+    with pytest.warns(UserWarning, match="without 'area'"):
+        got = evaluate_keypoints(path, preds, layout)
+    for a in gt["annotations"]:
+        a["area"] = a["bbox"][2] * a["bbox"][3]
+    assert got == evaluate_keypoints(gt, preds, layout)
 
 
 def test_crowdpose_detection_file_is_boxes_not_keypoint_results(fixtures):
