@@ -71,6 +71,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, dict[str, float]]:
     from hydra.utils import instantiate
 
     from src.core import checkpoint
+    from src.decoder.decode import decoder_for
     from src.evaluation.validation import ValidationCollector
     from src.inference import CHECKPOINT_SUFFIXES, Inference, load_model
 
@@ -86,8 +87,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, dict[str, float]]:
         height = int(height)
         model = load_model(cfg.ckpt_path, cfg.device)
     layout = model.layout
-    decoder = instantiate(cfg.decoder, _partial_=True)(layout=layout)
-    inference = Inference(model, decoder, list(cfg.scales), cfg.device, cfg.flip, cfg.precision)
+    inference = Inference(model, decoder_for(cfg.decoder, layout), list(cfg.scales), cfg.device, cfg.flip,
+                          cfg.precision)
     if cfg.get("data") is not None:
         datamodule = instantiate(cfg.data, _partial_=True)(val_size=height, targets=None, layout=layout)
         if not datamodule.val_gt:

@@ -34,7 +34,6 @@ import cv2
 import hydra
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -42,6 +41,7 @@ from src.core import checkpoint, image_io
 from src.core.cli import ensure_writable, report_errors, run
 from src.core.skeleton import BODY_135, Layout
 from src.decoder import draw
+from src.decoder.decode import decoder_for
 from src.decoder.writers import records as result_records
 from src.decoder.writers import write_openpose_json
 from src.inference import Inference, load_model
@@ -88,8 +88,8 @@ def predict(cfg: DictConfig) -> dict:
     out = ensure_writable(cfg.out, "out", folder=True)  # before the model is loaded and any image is run
     with checkpoint.trusted(bool(cfg.get("trust_checkpoint", False))):
         model = load_model(cfg.ckpt_path, cfg.device)
-    decoder = instantiate(cfg.decoder, _partial_=True)(layout=model.layout)
-    inference = Inference(model, decoder, list(cfg.scales), cfg.device, cfg.flip, cfg.precision)
+    inference = Inference(model, decoder_for(cfg.decoder, model.layout), list(cfg.scales), cfg.device,
+                          cfg.flip, cfg.precision)
     if is_video:
         return predict_video(cfg, inference, source, out)
     return predict_images(cfg, inference, files, out)
@@ -168,12 +168,11 @@ def predict_video(cfg: DictConfig, inference: Inference, source: str, out: Path)
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     writer = cv2.VideoWriter(str(out / f"{stem}_overlay.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps,
                              frame.shape[1::-1]) if cfg.overlay else None
-    frames, people_count, stopped = 0, 0, False
+    frames, people_count, stopped, layout = 0, 0, False, inference.decoder.layout
     bar = tqdm(total=total, desc="predict", unit="frame", disable=not cfg.progress)
     try:
         while frame is not None:
             people = _people(inference, frame, int(cfg.height))
-            layout = inference.decoder.layout
             write_openpose_json(people, out / f"{stem}_{frames:012d}_keypoints.json", layout)
             if writer is not None:
                 writer.write(draw.draw_people(frame, [p.keypoints for p in people], layout=layout))

@@ -178,14 +178,20 @@ class Decoder:
                 for p in range(len(slots))]
 
 
+def decoder_for(cfg=None, layout=None) -> Decoder:
+    """The decoder of a config (``conf/decoder/*.yaml`` node or dict, with or without ``_target_``; None: the
+    spec defaults) for ``layout`` (a model's: it wins over any layout the config names), or ``cfg`` itself
+    when it is a ``Decoder`` already."""
+    if isinstance(cfg, Decoder):
+        return cfg
+    cfg = {k: v for k, v in dict(cfg or {}).items() if k != "_target_"}
+    return Decoder(**cfg) if layout is None else Decoder(**{**cfg, "layout": layout})
+
+
 def decode(maps: torch.Tensor | list[torch.Tensor], input_size: tuple[int, int], cfg=None,
            scales: list[float] | None = None) -> list[Person]:
-    """The agreed entry point. ``cfg``: a ``Decoder``, its config (``conf/decoder/*.yaml`` node, with or
-    without ``_target_``) or None for the spec defaults."""
-    if not isinstance(cfg, Decoder):
-        cfg = {k: v for k, v in dict(cfg or {}).items() if k != "_target_"}
-        cfg = Decoder(**cfg)
-    return cfg(maps, input_size, scales)
+    """The agreed entry point. ``cfg``: as :func:`decoder_for` takes it."""
+    return decoder_for(cfg)(maps, input_size, scales)
 
 
 def to_image_pixels(people: list[Person], scale: float | tuple[float, float],

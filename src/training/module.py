@@ -20,7 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src.core import checkpoint
 from src.core.geometry import normalise
-from src.decoder.decode import Decoder
+from src.decoder.decode import decoder_for
 from src.evaluation.validation import ValidationCollector
 from src.inference import Inference, NetworkModel
 from src.training import solver
@@ -66,8 +66,7 @@ class PoseModule(L.LightningModule):
         self.val_scales = [float(s) for s in val_scales]
         if min(self.val_scales) <= 0:
             raise ValueError(f"model.val_scales must be positive factors, got {self.val_scales}")
-        decoder = {k: v for k, v in decoder.items() if k != "_target_"}
-        decoder = Decoder(**{**decoder, "layout": self.net.layout})  # always the network's layout
+        decoder = decoder_for(decoder, self.net.layout)
         self.inference = Inference(NetworkModel(self.net), decoder, self.val_scales, flip=val_flip)
         self.collector = ValidationCollector(val_images, self.net.layout)
         self.last_metrics: dict | None = None  # {part: {stat: value}} of the last validation
