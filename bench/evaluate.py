@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-from src.evaluation.evaluator import FIELDS, SIGMAS, STATS, evaluate_wholebody
+from src.decoder.writers import FIELDS
+from src.evaluation.evaluator import SIGMAS, STATS, evaluate_wholebody
 
 IMAGES, PEOPLE = 2000, 10_400
 

@@ -199,10 +199,9 @@ def _coco_annotations(meta: dict, next_id: int, k: int) -> list[dict]:
     """Plain COCO keypoint GT entries (v 2 visible, 1 occluded, 0 unlabelled) for one val image."""
     anns = []
     for p in meta["people"]:
-        kp = np.asarray(p["keypoints"], np.float32)
-        v = np.where(kp[:, 2] == 1, 2, np.where(kp[:, 2] == 0, 1, 0))
-        xyv = np.concatenate([np.where(v[:, None] > 0, kp[:, :2], 0), v[:, None]], 1)
-        anns.append({"iscrowd": 0, "bbox": p["bbox"], "area": p["area"], "num_keypoints": int((v > 0).sum()),
+        xyv = Layout.to_coco(p["keypoints"], as_gt=True)
+        anns.append({"iscrowd": 0, "bbox": p["bbox"], "area": p["area"],
+                     "num_keypoints": int((xyv[:, 2] > 0).sum()),
                      "keypoints": [round(float(x), 2) for x in xyv.reshape(-1)]})
     for u in meta.get("unlabelled", []):
         anns.append({"iscrowd": int(u["iscrowd"]), "bbox": u["bbox"], "area": u["area"], "num_keypoints": 0,

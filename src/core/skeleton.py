@@ -354,23 +354,29 @@ class Layout:
         idx = list(self.source_index)
         return keypoints[..., idx, :], labelled[..., idx]
 
-    # -- back to COCO-WholeBody 133 (for evaluation) --------------------------------------------------------
-    def to_wholebody133(self, kp: np.ndarray, as_gt: bool = False) -> dict[str, list[float]]:
-        """``[K, 3]`` -> the COCO-WholeBody keypoint fields of ``wholebody_parts``.
+    # -- back to COCO (for evaluation) ----------------------------------------------------------------------
+    @staticmethod
+    def to_coco(kp: np.ndarray, as_gt: bool = False) -> np.ndarray:
+        """``[N, 3]`` points -> COCO's ``[N, 3]``. ``as_gt``: ``kp`` carries visibility codes and the output
+        COCO v (1 occluded, 2 visible, 0 otherwise, at (0, 0)); else ``kp[:, 2]`` is a confidence, kept as it
+        is (the evaluator counts a point when it is > 0)."""
+        out = np.asarray(kp, np.float32).copy()
+        if as_gt:
+            v = out[:, 2]
+            out[:, 2] = np.where(v == 1, 2, np.where(v == 0, 1, 0))
+            out[out[:, 2] == 0, :2] = 0
+        return out
 
-        ``as_gt``: ``kp`` carries visibility codes and the output COCO v (1 occluded, 2 visible, 0 otherwise);
-        else ``kp[:, 2]`` is a confidence, written as it is (the evaluator counts a point when it is > 0).
+    def to_wholebody133(self, kp: np.ndarray, as_gt: bool = False) -> dict[str, list[float]]:
+        """``[K, 3]`` -> the COCO-WholeBody keypoint fields of ``wholebody_parts`` (points as
+        :meth:`to_coco`).
         A hand with none of its 20 own points keeps no wrist either: the shared body wrist alone would make
         the evaluator count an unannotated (or undetected) hand.
         """
-        kp = np.asarray(kp, np.float32)
+        kp = self.to_coco(kp, as_gt)
         fields = {}
         for name, idx in self.wholebody_parts.items():
-            part = kp[list(idx)].copy()
-            if as_gt:
-                v = part[:, 2]
-                part[:, 2] = np.where(v == 1, 2, np.where(v == 0, 1, 0))
-                part[part[:, 2] == 0, :2] = 0
+            part = kp[list(idx)]
             if name.endswith("hand_kpts") and not (part[1:, 2] > 0).any():
                 part[0] = 0
             fields[name] = [round(float(x), 3) for x in part.reshape(-1)]

@@ -15,10 +15,10 @@ import numpy as np
 from src.core.skeleton import BODY_135, Layout
 from src.decoder.decode import Person
 
-WHOLEBODY_FIELDS = {name: len(idx) for name, idx in BODY_135.wholebody_parts.items()}
-"""The COCO-WholeBody keypoint fields and their lengths: a layout holding only some of them (BODY_FOOT) writes
-the others as zeros (nothing found)."""
-PART_SCORES = {"body": "score", "foot": "foot_score", "face": "face_score", "lefthand": "lefthand_score",
+FIELDS = {name: len(idx) for name, idx in BODY_135.wholebody_parts.items()}
+"""COCO-WholeBody keypoint field -> number of points, in the 133-point concatenation order (the evaluator
+reads records by it; a layout holding only some of the fields, BODY_FOOT, writes the others as zeros)."""
+SCORE_KEYS = {"body": "score", "foot": "foot_score", "face": "face_score", "lefthand": "lefthand_score",
                "righthand": "righthand_score", "wholebody": "wholebody_score"}
 
 
@@ -26,9 +26,9 @@ def wholebody_record(person: Person, image_id: int, layout: Layout = BODY_135, c
     """One COCO-WholeBody result record. ``v`` of each point is its confidence, 0 where nothing was found,
     so a part without any found point is dropped by the evaluator. ``score`` is the body score (see the
     part scores of ``Person``), ``wholebody_score`` the person score."""
-    fields = {name: [0.0] * (3 * n) for name, n in WHOLEBODY_FIELDS.items()}
+    fields = {name: [0.0] * (3 * n) for name, n in FIELDS.items()}
     fields.update(layout.to_wholebody133(person.keypoints))
-    scores = {key: round(person.part_scores.get(part, 0.0), 6) for part, key in PART_SCORES.items()}
+    scores = {key: round(person.part_scores.get(part, 0.0), 6) for part, key in SCORE_KEYS.items()}
     return {"image_id": image_id, "category_id": category_id, **fields, **scores}
 
 

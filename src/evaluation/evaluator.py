@@ -36,10 +36,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from src.core.skeleton import Layout
+from src.decoder.writers import FIELDS, SCORE_KEYS
 
 STATS = ("AP", "AP .5", "AP .75", "AP (M)", "AP (L)", "AR", "AR .5", "AR .75", "AR (M)", "AR (L)")
-FIELDS = {"keypoints": 17, "foot_kpts": 6, "face_kpts": 68, "lefthand_kpts": 21, "righthand_kpts": 21}
-"""COCO-WholeBody keypoint field -> number of points, in the 133-point concatenation order."""
 
 PART_FIELDS: dict[str, tuple[str, ...]] = {
     "body": ("keypoints",),
@@ -49,8 +48,6 @@ PART_FIELDS: dict[str, tuple[str, ...]] = {
     "righthand": ("righthand_kpts",),
     "wholebody": tuple(FIELDS),
 }
-SCORE_KEYS = {"body": "score", "foot": "foot_score", "face": "face_score", "lefthand": "lefthand_score",
-              "righthand": "righthand_score", "wholebody": "wholebody_score"}
 
 # Official OKS sigmas (coco_wholebody.md §A.3).
 _BODY_SIGMAS = [0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107,
