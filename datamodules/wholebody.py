@@ -58,18 +58,18 @@ def _is_local(url: str) -> bool:
     return not url.startswith("pipe:") and "://" not in url
 
 
-def shard_urls(name: str, urls: str | None, root: str | Path, split: str) -> list[str] | None:
-    """The expanded shard urls of one source split, or None when its local shards are missing."""
+def shard_urls(name: str, urls: str | None, root: str | Path, split: str
+               ) -> tuple[list[str] | None, dict | None]:
+    """(the expanded shard urls of one source split, or None when its local shards are missing; the split's
+    ``manifest.json`` when it is read from ``root`` and has one)."""
     if urls:
         expanded = wds.shardlists.expand_urls(str(urls))
-        return None if any(_is_local(u) and not Path(u).is_file() for u in expanded) else expanded
+        return (None if any(_is_local(u) and not Path(u).is_file() for u in expanded) else expanded), None
     folder = Path(root) / name / split
-    manifest = folder / "manifest.json"
-    if manifest.is_file():
-        found = [folder / s["name"] for s in json.loads(manifest.read_text())["shards"]]
-    else:
-        found = sorted(folder.glob("*.tar"))
-    return [str(p) for p in found] if found and all(p.is_file() for p in found) else None
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.is_file() else None
+    found = [folder / s["name"] for s in manifest["shards"]] if manifest else sorted(folder.glob("*.tar"))
+    return ([str(p) for p in found] if found and all(p.is_file() for p in found) else None), manifest
 
 
 class WholeBodyDataModule(L.LightningDataModule):
@@ -129,11 +129,12 @@ class WholeBodyDataModule(L.LightningDataModule):
 
     # -- resolution ----------------------------------------------------------------------------------------
     def _resolve(self, name: str, cfg: dict, split: str) -> list[str] | None:
-        urls = shard_urls(name, cfg.get("urls"), cfg.get("root") or self.root, split)
-        if urls is not None and not cfg.get("urls"):
-            self._check_layout(name, Path(cfg.get("root") or self.root) / name / split / "manifest.json")
+        folder = Path(cfg.get("root") or self.root) / name / split
+        urls, manifest = shard_urls(name, cfg.get("urls"), cfg.get("root") or self.root, split)
+        if urls is not None and manifest is not None:
+            self._check_layout(name, folder, manifest)
         if urls is None:
-            where = cfg.get("urls") or Path(cfg.get("root") or self.root) / name / split
+            where = cfg.get("urls") or folder
             group = "sources" if split == "train" else "val"
             msg = (f"data source {name!r} ({split}): no shards at {where} - build them (make shards), set "
                    f"data.{group}.{name}.urls, or set data.on_missing=skip")
@@ -142,15 +143,12 @@ class WholeBodyDataModule(L.LightningDataModule):
             warnings.warn(msg + "; skipped", stacklevel=2)
         return urls
 
-    def _check_layout(self, name: str, manifest: Path) -> None:
+    def _check_layout(self, name: str, folder: Path, manifest: dict) -> None:
         """Stop before the first step when a source's shards hold another layout than the run's."""
-        if not manifest.is_file():
-            return
-        recorded = json.loads(manifest.read_text()).get("layout") or {"name": BODY_135.name,
-                                                                     "digest": BODY_135.digest}
+        recorded = manifest.get("layout") or {"name": BODY_135.name, "digest": BODY_135.digest}
         want = self.shard_layout
         if recorded.get("digest") != want.digest:
-            raise ValueError(f"data source {name!r}: its shards ({manifest.parent}) hold layout "
+            raise ValueError(f"data source {name!r}: its shards ({folder}) hold layout "
                              f"{recorded.get('name')!r} ({recorded.get('digest')}), the run's layout is "
                              f"{want.name!r} ({want.digest}): set layout= to the shards' layout or rebuild "
                              f"them")
